@@ -1,0 +1,95 @@
+"""Where media and outputs live, as plain picklable objects that Beam workers can use.
+
+Nothing here imports Dagster: the stores travel inside Beam DoFns. The Dagster resources in
+``resources.storage`` build them from configuration.
+
+Layout, as in Klio's data locations::
+
+    <source_location>/<media_id><suffix>     source media (data input); suffix from a configured list
+    <root>/<asset>/<media_id><suffix>        one asset's output for one media ID (data output)
+    <root>/_runs/<run_id>/<asset>/...        per-run scratch: the per-item results of a pipeline
+"""
+
+import abc
+import os
+import posixpath
+import tempfile
+from collections.abc import Sequence
+
+from klio_assets.partitions import validate_media_id
+
+DEFAULT_SOURCE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+class MediaStore(abc.ABC):
+    """Reads and writes media objects addressed by URI strings.
+
+    Every path is derived in ``output_uri`` / ``source_uri`` from a validated media ID, so no
+    caller joins paths by hand. ``write_bytes`` is atomic: a reader sees the old object or the
+    whole new one, never a partial write.
+    """
+
+    def __init__(self, root: str, source_location: str, source_suffixes: Sequence[str]):
+        if not source_suffixes:
+            raise ValueError("source_suffixes must name at least one suffix, e.g. ['.wav']")
+        self.root = root.rstrip("/")
+        self.source_location = source_location.rstrip("/")
+        self.source_suffixes = tuple(source_suffixes)
+
+    def output_uri(self, asset: str, media_id: str, suffix: str) -> str:
+        return posixpath.join(self.root, asset, validate_media_id(media_id) + suffix)
+
+    def source_candidates(self, media_id: str) -> list[str]:
+        validate_media_id(media_id)
+        return [posixpath.join(self.source_location, media_id + s) for s in self.source_suffixes]
+
+    def find_source(self, media_id: str) -> str | None:
+        """The URI of the source media for ``media_id`` (first configured suffix that exists)."""
+        return next((uri for uri in self.source_candidates(media_id) if self.exists(uri)), None)
+
+    def scratch_uri(self, run_id: str, asset: str) -> str:
+        """A per-run, per-asset folder that Beam's own file IO can write to."""
+        return posixpath.join(self.root, "_runs", run_id, asset)
+
+    @abc.abstractmethod
+    def exists(self, uri: str) -> bool: ...
+
+    @abc.abstractmethod
+    def read_bytes(self, uri: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def write_bytes(self, uri: str, data: bytes) -> None: ...
+
+
+class LocalMediaStore(MediaStore):
+    """A store on the local filesystem (or any mounted one). URIs are absolute paths."""
+
+    def __init__(self, root: str, source_location: str | None = None,
+                 source_suffixes: Sequence[str] = DEFAULT_SOURCE_SUFFIXES):
+        root = os.path.abspath(root)
+        source_location = os.path.abspath(source_location or posixpath.join(root, "sources"))
+        super().__init__(root, source_location, source_suffixes)
+
+    def exists(self, uri: str) -> bool:
+        return os.path.isfile(uri)
+
+    def read_bytes(self, uri: str) -> bytes:
+        with open(uri, "rb") as f:
+            return f.read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        # Write beside the target under a hidden name (media IDs never start with '.'), flush to
+        # disk, then rename over the target: os.replace is atomic on POSIX filesystems.
+        directory, name = os.path.split(uri)
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, uri)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise

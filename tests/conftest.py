@@ -1,0 +1,73 @@
+import os
+import shutil
+
+import dagster as dg
+import pytest
+
+from klio_assets.demo import write_catalogue
+from klio_assets.partitions import media_ids
+from resources.beam import BeamRunner
+from resources.storage import LocalMediaStorage
+
+CLIP_SECONDS = 1.5
+
+
+@pytest.fixture(scope="session")
+def catalogue_sources(tmp_path_factory) -> tuple[str, list[str]]:
+    """Four short clips, one per kind and format (wav, flac, ogg, mp3), written once per session."""
+    source_dir = str(tmp_path_factory.mktemp("catalogue") / "sources")
+    return source_dir, write_catalogue(source_dir, count=4, seconds=CLIP_SECONDS)
+
+
+@pytest.fixture
+def store_root(tmp_path, catalogue_sources) -> str:
+    """A fresh storage root whose ``sources`` folder holds a copy of the session catalogue."""
+    root = str(tmp_path / "store")
+    shutil.copytree(catalogue_sources[0], os.path.join(root, "sources"))
+    return root
+
+
+@pytest.fixture
+def catalogue_ids(catalogue_sources) -> list[str]:
+    return list(catalogue_sources[1])
+
+
+@pytest.fixture
+def resources(store_root) -> dict:
+    return {"media_storage": LocalMediaStorage(root=store_root), "beam_runner": BeamRunner()}
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def materialize_ids(assets, ids, instance, resources, **kwargs) -> dg.ExecuteInProcessResult:
+    """Materialize ``ids`` in ONE run, as a backfill run does: register them in this order (so they
+    form one contiguous range of ``media_ids``) and run the range."""
+    new = [i for i in ids if not instance.has_dynamic_partition(media_ids.name, i)]
+    instance.add_dynamic_partitions(media_ids.name, new)
+    tags = {"dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]}
+    return dg.materialize(assets, instance=instance, resources=resources, tags=tags, **kwargs)
+
+
+def materialized_partitions(instance, asset: str) -> set[str]:
+    return set(instance.get_materialized_partitions(dg.AssetKey(asset)))
+
+
+def latest_metadata(instance, asset: str, media_id: str) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[media_id]), limit=1
+    ).records
+    assert records, f"no materialization of {asset} [{media_id}]"
+    return records[0].asset_materialization.metadata
+
+
+def observations(instance, asset: str) -> dict[str, dict]:
+    """The latest observation metadata per media ID of ``asset`` (failures are reported this way)."""
+    records = instance.fetch_observations(dg.AssetKey(asset), limit=1000).records
+    out = {}
+    for r in sorted(records, key=lambda r: r.storage_id):
+        out[r.partition_key] = {k: v.value for k, v in r.asset_observation.metadata.items()}
+    return out

@@ -1,0 +1,75 @@
+import os
+
+import pytest
+
+from klio_assets.partitions import InvalidMediaId
+from resources.media_store import LocalMediaStore
+from resources.storage import LocalMediaStorage
+
+
+def test_layout_follows_klio_data_locations(tmp_path):
+    store = LocalMediaStore(str(tmp_path))
+    assert store.output_uri("mfcc", "track-1", ".npy") == f"{tmp_path}/mfcc/track-1.npy"
+    assert store.source_candidates("track-1") == [
+        f"{tmp_path}/sources/track-1{s}" for s in (".wav", ".flac", ".ogg", ".mp3")]
+    assert store.scratch_uri("run1", "mfcc") == f"{tmp_path}/_runs/run1/mfcc"
+
+
+@pytest.mark.parametrize("bad_id", ["../x", "", "a/b"])
+def test_paths_are_only_derived_from_valid_ids(tmp_path, bad_id):
+    store = LocalMediaStore(str(tmp_path))
+    with pytest.raises(InvalidMediaId):
+        store.output_uri("mfcc", bad_id, ".npy")
+    with pytest.raises(InvalidMediaId):
+        store.find_source(bad_id)
+
+
+def test_find_source_tries_suffixes_in_configured_order(tmp_path):
+    sources = tmp_path / "media"
+    sources.mkdir()
+    (sources / "t1.mp3").write_bytes(b"mp3")
+    (sources / "t1.flac").write_bytes(b"flac")
+    store = LocalMediaStore(str(tmp_path), str(sources), [".wav", ".flac", ".mp3"])
+    assert store.find_source("t1") == f"{sources}/t1.flac"
+    assert LocalMediaStore(str(tmp_path), str(sources), [".mp3", ".flac"]).find_source("t1") == f"{sources}/t1.mp3"
+    assert store.find_source("t2") is None
+
+
+def test_write_replaces_whole_object_and_leaves_no_temp_files(tmp_path):
+    store = LocalMediaStore(str(tmp_path))
+    uri = store.output_uri("a", "x", ".bin")
+    store.write_bytes(uri, b"first")
+    store.write_bytes(uri, b"second")
+    assert store.read_bytes(uri) == b"second"
+    assert os.listdir(tmp_path / "a") == ["x.bin"]
+
+
+@pytest.mark.parametrize("failing_call", ["fsync", "replace"])
+def test_a_crash_during_write_never_leaves_a_partial_object(tmp_path, monkeypatch, failing_call):
+    store = LocalMediaStore(str(tmp_path))
+    uri = store.output_uri("a", "x", ".bin")
+    store.write_bytes(uri, b"old and complete")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, failing_call, crash)
+    with pytest.raises(OSError, match="disk went away"):
+        store.write_bytes(uri, b"new" * 1000)
+    monkeypatch.undo()
+    assert store.read_bytes(uri) == b"old and complete"
+    assert os.listdir(tmp_path / "a") == ["x.bin"]
+    fresh = store.output_uri("a", "never-written", ".bin")
+    monkeypatch.setattr(os, failing_call, crash)
+    with pytest.raises(OSError):
+        store.write_bytes(fresh, b"data")
+    monkeypatch.undo()
+    assert not store.exists(fresh)
+
+
+def test_resource_defaults_sources_under_root(tmp_path):
+    store = LocalMediaStorage(root=str(tmp_path)).store()
+    assert store.source_location == f"{tmp_path}/sources"
+    assert store.source_suffixes == (".wav", ".flac", ".ogg", ".mp3")
+    with pytest.raises(ValueError, match="source_suffixes"):
+        LocalMediaStorage(root=str(tmp_path), source_suffixes=[]).store()

@@ -1,0 +1,44 @@
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from klio_assets.definitions import defs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEDIA_ASSETS = {"waveform", "spectrogram", "mel_spectrogram", "mfcc",
+                "waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"}
+
+
+def test_every_media_asset_is_partitioned_by_media_ids():
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == MEDIA_ASSETS
+    for key in graph.get_all_asset_keys():
+        assert graph.get(key).partitions_def.name == "media_ids"
+    job = defs.resolve_job_def("media_job")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == MEDIA_ASSETS
+
+
+def test_code_location_loads_with_the_dagster_cli(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "KLIO_MAX_IDS_PER_RUN": "37"}
+    validate = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dagster"), "definitions", "validate",
+         "-w", os.path.join(ROOT, "workspace.yaml")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert validate.returncode == 0, validate.stdout + validate.stderr
+    assert "Validation successful" in validate.stdout + validate.stderr
+    # The cap on IDs per run is read from the environment by the Definitions module.
+    probe = subprocess.run(
+        [sys.executable, "-c", "from klio_assets.definitions import defs;"
+         "print(defs.resolve_assets_def('waveform').backfill_policy.max_partitions_per_run)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert probe.stdout.strip().splitlines()[-1] == "37", probe.stderr
+
+
+def test_definitions_use_local_storage_and_the_direct_runner():
+    resources = defs.resources
+    assert resources["beam_runner"].runner == "DirectRunner"
+    assert resources["media_storage"].root == os.path.abspath(os.environ.get("KLIO_DATA_ROOT", "data"))
+    assert isinstance(defs.executor, dg.ExecutorDefinition)

@@ -14,5 +14,7 @@ mkdir -p "$DAGSTER_HOME" "$KLIO_DATA_ROOT"
 
 klio-demo-catalogue --count "${KLIO_DEMO_COUNT:-12}" --root "$KLIO_DATA_ROOT"
 
-cd "$ROOT"
+# Start from DAGSTER_HOME: dagster warns about any dagster.yaml in the working folder that is not
+# DAGSTER_HOME's, and the repository root holds one.
+cd "$DAGSTER_HOME"
 exec dagster dev -w "$ROOT/workspace.yaml" "$@"

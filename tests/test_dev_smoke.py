@@ -1,0 +1,95 @@
+"""The README's dev command, end to end: serve, materialize one ID, backfill several, shut down."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+
+from klio_assets.backfill import DagsterWebserver
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSETS = ["waveform", "spectrogram", "mel_spectrogram", "mfcc",
+          "waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"]
+SUFFIX = {"waveform": ".wav", "waveform_plot": ".png", "spectrogram_plot": ".png",
+          "mel_spectrogram_plot": ".png", "mfcc_plot": ".png"}
+LOCATION_STATUS = """{ locationStatusesOrError { __typename
+  ... on WorkspaceLocationStatusEntries { entries { name loadStatus } } } }"""
+PARTITION_STATUS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
+  ... on AssetNode { partitionStats { numMaterialized numPartitions } } } }"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout_s: float, what: str, log_path: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # the server is still starting
+            pass
+        time.sleep(1)
+    with open(log_path) as f:
+        tail = f.read()[-4000:]
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; dev log tail:\n{tail}")
+
+
+def outputs_exist(data_root: str, media_id: str) -> bool:
+    return all(os.path.exists(os.path.join(data_root, a, media_id + SUFFIX.get(a, ".npy"))) for a in ASSETS)
+
+
+@pytest.mark.slow
+def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
+    port, data_root, log_path = free_port(), str(tmp_path / "data"), str(tmp_path / "dev.log")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "KLIO_DATA_ROOT": data_root,
+           "KLIO_DEMO_COUNT": "5", "KLIO_MAX_IDS_PER_RUN": "2"}
+    with open(log_path, "w") as log:
+        dev = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "dev.sh"), "-p", str(port),
+                                "-h", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    server = DagsterWebserver(f"http://127.0.0.1:{port}")
+    try:
+        wait_until(lambda: server.query(LOCATION_STATUS)["locationStatusesOrError"]["entries"][0]["loadStatus"] == "LOADED",
+                   600, "the code location to load", log_path)
+        assert sorted(k[0] for k in server.media_asset_keys()) == sorted(ASSETS)
+
+        # Materialize one media ID, as the UI's "Materialize" on one partition does.
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        run_id = client.submit_job_execution("media_job", tags={"dagster/partition": "demo-000-tone"})
+        wait_until(lambda: client.get_run_status(run_id) in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE),
+                   300, f"run {run_id}", log_path)
+        assert client.get_run_status(run_id) == DagsterRunStatus.SUCCESS
+        assert outputs_exist(data_root, "demo-000-tone")
+
+        # Backfill four more: at most 2 IDs per run, so exactly 2 runs.
+        ids = ["demo-001-chord", "demo-002-sweep", "demo-003-noise", "demo-004-tone"]
+        backfill = server.wait_for_backfill(server.launch_backfill([[a] for a in ASSETS], ids), 600)
+        assert backfill["status"] == "COMPLETED_SUCCESS", backfill
+        assert len(backfill["runs"]) == 2
+        for run in backfill["runs"]:
+            tags = {t["key"]: t["value"] for t in run["tags"]}
+            assert "dagster/asset_partition_range_start" in tags and run["status"] == "SUCCESS"
+        assert all(outputs_exist(data_root, i) for i in ids)
+        stats = server.query(PARTITION_STATUS, {"key": {"path": ["mfcc_plot"]}})["assetNodeOrError"]["partitionStats"]
+        assert stats == {"numMaterialized": 5, "numPartitions": 5}
+    finally:
+        # Ctrl-C, as a person stops `dagster dev`: SIGINT to the whole process group.
+        os.killpg(dev.pid, signal.SIGINT)
+        try:
+            returncode = dev.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            raise
+    assert returncode == 0
+    time.sleep(2)
+    with pytest.raises(ProcessLookupError):  # nothing of the dev session is left running
+        os.killpg(dev.pid, 0)

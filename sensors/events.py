@@ -1,0 +1,134 @@
+"""New-content events: decoding the three accepted formats, and encoding them for publishing.
+
+Accepted message bodies, tried in this order:
+
+1. a KlioMessage protobuf (``sensors/klio_message.proto``), v2 (``data.element``) or v1
+   (``data.entity_id``), with ``metadata.force``, ``metadata.ping`` and
+   ``metadata.intended_recipients`` (``anyone``, or ``limited`` to named assets);
+2. JSON: ``{"element": "track-1", "force": false, "ping": false, "recipients": ["mfcc"]}``
+   (only ``element`` is required);
+3. a plain UTF-8 media ID, like Klio's non-KlioMessage input.
+
+Every problem becomes a ``BadEvent`` with a reason; nothing here raises on bad input.
+"""
+
+import json
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from klio_assets.partitions import InvalidMediaId, validate_media_id
+from sensors import klio_message_pb2 as pb
+
+FORMATS = ("klio", "json", "text")
+
+
+@dataclass(frozen=True)
+class MediaEvent:
+    """What an event asks for. ``recipients`` is empty for top-down (every asset)."""
+
+    media_id: str
+    force: bool = False
+    ping: bool = False
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BadEvent:
+    reason: str
+
+
+def parse_event(data: bytes, known_assets: frozenset[str] | set[str]) -> MediaEvent | BadEvent:
+    """Decode one message body; check the media ID and that every recipient is a known asset."""
+    event = _decode(data)
+    if isinstance(event, BadEvent):
+        return event
+    try:
+        validate_media_id(event.media_id)
+    except InvalidMediaId as e:
+        return BadEvent(str(e))
+    unknown = sorted(set(event.recipients) - set(known_assets))
+    if unknown:
+        return BadEvent(f"media ID {event.media_id!r}: unknown asset(s) in recipients: {unknown}; "
+                        f"known: {sorted(known_assets)}")
+    return event
+
+
+def _decode(data: bytes) -> MediaEvent | BadEvent:
+    klio = _from_klio_message(data)
+    if klio is not None:
+        return klio
+    if data.lstrip()[:1] == b"{":
+        return _from_json(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return BadEvent(f"undecodable message: not a KlioMessage, JSON or UTF-8 text ({data[:32]!r}...)")
+    return MediaEvent(text.strip())
+
+
+def _from_klio_message(data: bytes) -> MediaEvent | BadEvent | None:
+    """A MediaEvent if ``data`` is a KlioMessage naming an item; None if it is not a KlioMessage."""
+    message = pb.KlioMessage()
+    try:
+        message.ParseFromString(data)
+    except DecodeError:
+        return None
+    # Some plain text parses as a message of unknown fields only; a KlioMessage names an item.
+    if not (message.HasField("data") and (message.data.element or message.data.entity_id)):
+        return None
+    if message.version == pb.V1 or (message.version == pb.UNKNOWN and not message.data.element):
+        media_id = message.data.entity_id
+    else:
+        try:
+            media_id = message.data.element.decode("utf-8")
+        except UnicodeDecodeError:
+            return BadEvent(f"KlioMessage data.element is not UTF-8: {message.data.element[:32]!r}")
+    recipients = message.metadata.intended_recipients
+    limited = recipients.WhichOneof("recipients") == "limited"
+    return MediaEvent(
+        media_id=media_id.strip(),
+        force=message.metadata.force,
+        ping=message.metadata.ping,
+        recipients=tuple(r.job_name for r in recipients.limited.recipients) if limited else (),
+    )
+
+
+def _from_json(data: bytes) -> MediaEvent | BadEvent:
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as e:
+        return BadEvent(f"message looks like JSON but does not parse: {e}")
+    if not isinstance(body, dict) or not isinstance(body.get("element"), str):
+        return BadEvent(f"JSON event needs a string 'element' (the media ID): {str(body)[:80]}")
+    recipients = body.get("recipients") or []
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        return BadEvent(f"JSON event 'recipients' must be a list of asset names: {recipients!r}")
+    for flag in ("force", "ping"):
+        if not isinstance(body.get(flag, False), bool):
+            return BadEvent(f"JSON event '{flag}' must be true or false: {body[flag]!r}")
+    return MediaEvent(body["element"].strip(), bool(body.get("force", False)),
+                      bool(body.get("ping", False)), tuple(recipients))
+
+
+def encode_event(event: MediaEvent, fmt: str = "klio") -> bytes:
+    """The message body for ``event`` in ``fmt`` (klio: a v2 KlioMessage; json; text)."""
+    if fmt == "klio":
+        message = pb.KlioMessage(version=pb.V2)
+        message.data.element = event.media_id.encode("utf-8")
+        message.metadata.force = event.force
+        message.metadata.ping = event.ping
+        if event.recipients:
+            for name in event.recipients:
+                message.metadata.intended_recipients.limited.recipients.add(job_name=name)
+        else:
+            message.metadata.intended_recipients.anyone.SetInParent()
+        return message.SerializeToString()
+    if fmt == "json":
+        return json.dumps({"element": event.media_id, "force": event.force, "ping": event.ping,
+                           "recipients": list(event.recipients)}).encode("utf-8")
+    if fmt == "text":
+        if event.force or event.ping or event.recipients:
+            raise ValueError("the text format carries only a media ID: no force, ping or recipients")
+        return event.media_id.encode("utf-8")
+    raise ValueError(f"unknown event format {fmt!r}; choose one of {FORMATS}")

@@ -39,7 +39,8 @@ import dagster as dg
 from klio_assets.codecs import Codec, codec_for
 from klio_assets.media_types import SourceMedia
 from klio_assets.partitions import media_ids
-from pipelines.items import MATERIALIZED, ItemInput, ItemResult, ItemTask
+from klio_assets.run_tags import FORCE_TAG, PING_TAG, tag_is_true
+from pipelines.items import MATERIALIZED, SKIPPED, ItemInput, ItemResult, ItemTask
 
 DEFAULT_MAX_IDS_PER_RUN = 500
 """How many media IDs one run (and so one Beam pipeline per asset) takes at most in a backfill."""
@@ -64,9 +65,9 @@ class MediaAsset:
     def upstream(self) -> list[str]:
         return [i.asset for i in self.inputs if i.asset is not None]
 
-    def task(self, raw_config: Mapping | None) -> ItemTask:
+    def task(self, raw_config: Mapping | None, force: bool = False) -> ItemTask:
         config = self.config_cls(**(raw_config or {})) if self.config_cls else None
-        return ItemTask(self.name, self.fn, self.inputs, self.output, config)
+        return ItemTask(self.name, self.fn, self.inputs, self.output, config, force)
 
     def spec(self) -> dg.AssetSpec:
         return dg.AssetSpec(
@@ -190,45 +191,66 @@ def build_media_assets(
         )
         def _materialize(context: dg.AssetExecutionContext):
             ids = list(context.partition_keys)
+            selected = [a for a in ordered if dg.AssetKey(a.name) in context.selected_asset_keys]
+            if tag_is_true(context.run.tags, PING_TAG):
+                yield from _ping(context, selected, ids)
+                return
+            force = tag_is_true(context.run.tags, FORCE_TAG)
             store = context.resources.media_storage.store()
             runner = context.resources.beam_runner
-            selected = [a for a in ordered if dg.AssetKey(a.name) in context.selected_asset_keys]
-            any_materialized, problems = False, {}
+            any_done, problems = False, {}
             for media in selected:
-                context.log.info(f"'{media.name}': one Beam pipeline on {runner.runner} over {len(ids)} media IDs")
-                outcome = runner.run(media.task(context.op_config.get(media.name)), store, ids, context.run_id)
+                context.log.info(f"'{media.name}': one Beam pipeline on {runner.runner} over "
+                                 f"{len(ids)} media IDs{' (forced)' if force else ''}")
+                task = media.task(context.op_config.get(media.name), force=force)
+                outcome = runner.run(task, store, ids, context.run_id)
                 for event in _report(context, media.name, ids, outcome.results, outcome.counters):
-                    any_materialized |= isinstance(event, dg.AssetMaterialization)
-                    if isinstance(event, dg.AssetObservation):
+                    if isinstance(event, dg.AssetMaterialization):
+                        any_done = True
+                    elif event.metadata["status"].value == SKIPPED:
+                        any_done = True
+                    else:
                         problems[f"{media.name} [{event.partition}]"] = event.metadata["reason"].value
                     yield event
-            if problems and not any_materialized:
+            if problems and not any_done:
                 raise dg.Failure(description="no media ID was materialized",
                                  metadata={"problems": dg.MetadataValue.json(problems)})
 
     return _materialize
 
 
+def _ping(context: dg.AssetExecutionContext, selected: Sequence[MediaAsset], ids: list[str]):
+    """Klio's ping: record that the event reached each asset it would have run, and do nothing else."""
+    for media in selected:
+        context.log.info(f"ping: '{media.name}' reached for {len(ids)} media IDs; nothing processed")
+        for media_id in ids:
+            yield dg.AssetObservation(asset_key=media.name, partition=media_id,
+                                      metadata={"status": "ping", "reason": "event reached this asset; "
+                                                "nothing was processed (ping)"})
+
+
 def _report(context: dg.AssetExecutionContext, asset_name: str, ids: list[str],
             results: list[ItemResult], counters: dict[str, int]):
-    """Yield one materialization per written ID and one observation per ID that was not written."""
+    """Yield one materialization per written ID and one observation per ID that was not written
+    (skipped because its output exists, dropped, or failed)."""
     by_id = {r.media_id: r for r in results}
-    problems = {}
+    not_written = {}
     for media_id in ids:
         result = by_id.get(media_id)
         if result is None:
-            problems[media_id] = ("failed", "no result came back from the pipeline")
+            not_written[media_id] = ("failed", "no result came back from the pipeline")
         elif result.status == MATERIALIZED:
             yield dg.AssetMaterialization(asset_key=asset_name, partition=media_id,
                                           metadata=_materialization_metadata(asset_name, result))
         else:
-            problems[media_id] = (result.status, result.reason)
-    for media_id, (status, reason) in problems.items():
-        context.log.error(f"'{asset_name}' [{media_id}] {status}: {reason}")
+            not_written[media_id] = (result.status, result.reason)
+    for media_id, (status, reason) in not_written.items():
+        if status != SKIPPED:
+            context.log.error(f"'{asset_name}' [{media_id}] {status}: {reason}")
         yield dg.AssetObservation(asset_key=asset_name, partition=media_id,
                                   metadata={"status": status, "reason": reason})
-    context.log.info(f"'{asset_name}': {len(ids) - len(problems)} of {len(ids)} media IDs "
-                     f"materialized; pipeline counters {counters}")
+    states = {state: counters.get(state, 0) for state in ("materialized", "skipped", "dropped", "failed")}
+    context.log.info(f"'{asset_name}': {len(ids)} media IDs: {states}")
 
 
 def _materialization_metadata(asset_name: str, result: ItemResult) -> dict:

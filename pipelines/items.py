@@ -5,6 +5,7 @@ a ``store`` (``resources.media_store.MediaStore``) and returns an ``ItemResult``
 named states:
 
 - ``materialized``: the output was written;
+- ``skipped``: the output already exists and the task is not forced (Klio's output existence check);
 - ``dropped``: an input (source media or an upstream output) is missing, so nothing was run;
 - ``failed``: an input could not be decoded or the author's function raised.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MATERIALIZED = "materialized"
+SKIPPED = "skipped"
 DROPPED = "dropped"
 FAILED = "failed"
 
@@ -41,6 +43,7 @@ class ItemTask:
     inputs: tuple[ItemInput, ...]
     output: Any  # klio_assets.codecs.Codec
     config: Any = None  # passed as ``config=`` when not None
+    force: bool = False  # recompute even if the output exists
 
 
 @dataclass
@@ -90,12 +93,15 @@ def process_item(task: ItemTask, store, media_id: str) -> ItemResult:
     """Produce ``task.asset`` for ``media_id``; never raises for a per-item problem."""
     started = time.perf_counter()
     try:
+        uri = store.output_uri(task.asset, media_id, task.output.suffix)
+        if not task.force and store.exists(uri):
+            return ItemResult(media_id, SKIPPED, reason="output exists (force to recompute)", uri=uri,
+                              seconds=time.perf_counter() - started)
         kwargs = _load_inputs(task, store, media_id)
         if task.config is not None:
             kwargs["config"] = task.config
         value = task.fn(**kwargs)
         data = task.output.encode(value)
-        uri = store.output_uri(task.asset, media_id, task.output.suffix)
         store.write_bytes(uri, data)
         metadata = {**task.output.describe(value), "size_bytes": len(data)}
         return ItemResult(media_id, MATERIALIZED, uri=uri, metadata=metadata,

@@ -4,6 +4,7 @@ Usage in any Beam pipeline, batch or streaming::
 
     outputs = media_ids | ProcessMediaItems(task, store)
     outputs.materialized | ...   # ItemResult per written output
+    outputs.skipped | ...        # ItemResult per ID whose output already exists (not forced)
     outputs.dropped | ...        # ItemResult per ID whose input is missing (reason set)
     outputs.failed | ...         # ItemResult per ID whose processing raised (reason set)
 """
@@ -11,9 +12,9 @@ Usage in any Beam pipeline, batch or streaming::
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.items import DROPPED, FAILED, MATERIALIZED, process_item
+from pipelines.items import DROPPED, FAILED, MATERIALIZED, SKIPPED, process_item
 
-BRANCHES = (MATERIALIZED, DROPPED, FAILED)
+BRANCHES = (MATERIALIZED, SKIPPED, DROPPED, FAILED)
 
 
 def metrics_namespace(asset: str) -> str:
@@ -44,7 +45,7 @@ class ProcessItemFn(beam.DoFn):
 
 
 class ProcessMediaItems(beam.PTransform):
-    """Media IDs in; ``materialized``, ``dropped`` and ``failed`` PCollections of ``ItemResult`` out."""
+    """Media IDs in; ``materialized``, ``skipped``, ``dropped`` and ``failed`` PCollections of ``ItemResult`` out."""
 
     def __init__(self, task, store, label=None):
         super().__init__(label)

@@ -1,0 +1,179 @@
+"""The Pub/Sub sensor against the real emulator: publish -> partition -> run -> stored outputs."""
+
+import os
+import time
+
+import dagster as dg
+import pytest
+
+from sensors.events import MediaEvent, encode_event
+from sensors.pubsub_sensor import TickState
+from tests.conftest import materialized_partitions, observations
+from tests.sensors.conftest import Daemon, pull_dead_letters
+from tests.sensors.test_events import bytes_field, varint_field
+
+pytestmark = pytest.mark.slow  # starts the Pub/Sub emulator
+
+ALL_ASSETS = {"waveform", "spectrogram", "mel_spectrogram", "mfcc", "waveform_plot",
+              "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"}
+ACK_DEADLINE_S = 10
+
+
+def publish(pubsub, *bodies: bytes) -> list[str]:
+    return pubsub.publish(pubsub.topic, [(b, {}) for b in bodies])
+
+
+def output(store_root, asset, media_id):
+    suffix = {"waveform": ".wav"}.get(asset, ".png" if asset.endswith("_plot") else ".npy")
+    return os.path.join(store_root, asset, media_id + suffix)
+
+
+@pytest.fixture
+def daemon(instance, pubsub, resources):
+    return Daemon(instance, pubsub, resources)
+
+
+def test_every_format_becomes_partitions_and_batched_top_down_runs(daemon, pubsub, instance, store_root, catalogue_ids):
+    a, b, c, d = catalogue_ids
+    v1 = bytes_field(2, bytes_field(1, c.encode())) + varint_field(3, 1)  # data.entity_id, version V1
+    publish(pubsub, encode_event(MediaEvent(a), "klio"), encode_event(MediaEvent(b), "json"), v1,
+            encode_event(MediaEvent(d), "text"))
+
+    requests = daemon.tick()
+    assert instance.get_dynamic_partitions("media_ids") == [a, b, c, d]
+    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+            for r in requests] == [(a, b), (c, d)]  # 4 IDs, at most 2 per run
+    assert all({k.to_user_string() for k in r.asset_selection} == ALL_ASSETS for r in requests)
+    assert all(result.success for result in daemon.execute(requests))
+    for asset in ALL_ASSETS:
+        assert materialized_partitions(instance, asset) == {a, b, c, d}, asset
+
+    # The next tick acknowledges them: nothing is redelivered after the ack deadline.
+    assert daemon.tick() == []
+    time.sleep(ACK_DEADLINE_S + 2)
+    assert daemon.tick() == []
+    assert len(daemon.requests) == 2
+
+
+def test_bottom_up_runs_only_the_recipient_and_its_missing_inputs(daemon, pubsub, instance, store_root, catalogue_ids):
+    media_id = catalogue_ids[0]
+    publish(pubsub, encode_event(MediaEvent(media_id, recipients=("mfcc",))))
+    [request] = daemon.tick()
+    assert {k.to_user_string() for k in request.asset_selection} == {"waveform", "mel_spectrogram", "mfcc"}
+    assert daemon.execute([request])[0].success
+    for asset in ("waveform", "mel_spectrogram", "mfcc"):
+        assert os.path.exists(output(store_root, asset, media_id))
+    for sibling in ALL_ASSETS - {"waveform", "mel_spectrogram", "mfcc"}:
+        assert not os.path.exists(output(store_root, sibling, media_id)), sibling
+        assert materialized_partitions(instance, sibling) == set()
+
+    # Bottom-up again for a plot: existing upstream outputs are skipped, not recomputed.
+    before = os.stat(output(store_root, "mfcc", media_id)).st_mtime_ns
+    publish(pubsub, encode_event(MediaEvent(media_id, recipients=("mfcc_plot",))))
+    [request] = daemon.tick()
+    assert daemon.execute([request])[0].success
+    assert os.path.exists(output(store_root, "mfcc_plot", media_id))
+    assert os.stat(output(store_root, "mfcc", media_id)).st_mtime_ns == before
+    assert observations(instance, "mfcc")[media_id]["status"] == "skipped"
+    assert not os.path.exists(output(store_root, "spectrogram", media_id))
+
+
+def test_existing_outputs_are_kept_unless_forced(daemon, pubsub, instance, store_root, catalogue_ids):
+    media_id = catalogue_ids[1]
+    path = output(store_root, "waveform", media_id)
+    for force in (False, False, True):
+        publish(pubsub, encode_event(MediaEvent(media_id, force=force, recipients=("waveform",))))
+        [request] = daemon.tick()
+        before = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+        assert daemon.execute([request])[0].success
+        after = os.stat(path).st_mtime_ns
+        if before is None or force:
+            assert after != before
+        else:
+            assert after == before
+            assert observations(instance, "waveform")[media_id] == {
+                "status": "skipped", "reason": "output exists (force to recompute)"}
+    assert len(instance.fetch_materializations(dg.AssetKey("waveform"), limit=10).records) == 2
+
+
+def test_ping_processes_nothing_and_records_where_the_event_reached(daemon, pubsub, instance, store_root, catalogue_ids):
+    media_id = catalogue_ids[2]
+    publish(pubsub, encode_event(MediaEvent(media_id, ping=True, recipients=("mel_spectrogram",))))
+    [request] = daemon.tick()
+    assert request.tags["klio/ping"] == "true"
+    assert daemon.execute([request])[0].success
+    for asset in ("waveform", "mel_spectrogram"):
+        assert observations(instance, asset)[media_id]["status"] == "ping"
+        assert not os.path.exists(output(store_root, asset, media_id))
+    assert observations(instance, "mfcc") == {}
+    assert materialized_partitions(instance, "waveform") == set()
+
+
+def test_bad_events_are_acked_dead_lettered_and_do_not_block_good_ones(daemon, pubsub, instance, catalogue_ids):
+    bad = {
+        b"\xff\xfe\x00\x01": "undecodable message",
+        b"  ": "media ID is empty",
+        b"x" * 200: "200 characters",
+        b"../secrets": "unsafe for storage paths",
+        encode_event(MediaEvent("track-1", recipients=("loudness",)), "json"): "unknown asset(s) in recipients",
+    }
+    good = catalogue_ids[3]
+    publish(pubsub, *bad, encode_event(MediaEvent(good, recipients=("waveform",))))
+    pubsub.publish(pubsub.topic, [(b"", {"origin": "an empty body; Pub/Sub needs data or attributes"})])
+    bad[b""] = "media ID is empty"
+
+    [request] = daemon.tick()
+    assert request.tags["dagster/asset_partition_range_start"] == good
+    assert instance.get_dynamic_partitions("media_ids") == [good]
+    letters = {m.message.data: m.message.attributes for m in pull_dead_letters(pubsub)}
+    assert set(letters) == set(bad)
+    for data, reason in bad.items():
+        assert reason in letters[data]["error"]
+        assert letters[data]["source_subscription"] == pubsub.subscription
+    assert daemon.execute([request])[0].success
+
+    daemon.tick()  # acks the good one
+    time.sleep(ACK_DEADLINE_S + 2)
+    assert pubsub.pull(100) == []  # bad ones were acked at once, the good one by the next tick
+
+
+def test_crash_before_dagster_records_the_tick_redelivers_and_runs_once(daemon, pubsub, catalogue_ids):
+    ids = catalogue_ids[:3]
+    publish(pubsub, *(encode_event(MediaEvent(i, recipients=("waveform",))) for i in ids))
+
+    lost = daemon.evaluate()  # the process dies here: nothing of this tick is recorded
+    assert len(lost.run_requests) == 2
+    assert daemon.tick() == []  # still within the ack deadline: not redelivered yet
+    time.sleep(ACK_DEADLINE_S + 2)
+
+    requests = daemon.tick()  # redelivered
+    assert sorted(i for r in requests for i in _ids(r)) == sorted(ids)
+    daemon.tick()  # acks
+    time.sleep(ACK_DEADLINE_S + 2)
+    assert daemon.tick() == []
+    assert len(daemon.requests) == 2  # exactly one run request per batch, no duplicates
+
+
+def test_crash_after_recording_but_before_acking_does_no_duplicate_work(daemon, pubsub, catalogue_ids):
+    ids = catalogue_ids[:2]
+    publish(pubsub, *(encode_event(MediaEvent(i, recipients=("waveform",))) for i in ids))
+    first = daemon.tick()  # recorded by Dagster...
+    assert len(first) == 1
+    # ...and the process dies before the next tick acknowledges: the ack deadline passes.
+    time.sleep(ACK_DEADLINE_S + 2)
+    redelivered = daemon.pubsub.pull(100)
+    assert sorted(m.message.message_id for m in redelivered) == sorted(
+        m for m in TickState.load(daemon.cursor).recent_message_ids)
+    daemon.pubsub.subscriber.modify_ack_deadline(request={  # hand them back at once
+        "subscription": pubsub.subscription_path, "ack_ids": [m.ack_id for m in redelivered],
+        "ack_deadline_seconds": 0})
+
+    assert daemon.tick() == []  # recognised as recorded: acked, no new run request
+    time.sleep(ACK_DEADLINE_S + 2)
+    assert daemon.tick() == [] and pubsub.pull(100) == []
+    assert len(daemon.requests) == 1
+
+
+def _ids(request: dg.RunRequest) -> list[str]:
+    start, end = request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]
+    return [start] if start == end else [start, end]

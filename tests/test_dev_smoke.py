@@ -1,9 +1,12 @@
-"""The README's dev command, end to end: serve, materialize one ID, backfill several, shut down."""
+"""The README's dev command, end to end: serve, materialize one ID, backfill several, publish a
+new ID and let the sensor materialize it, shut down."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -67,8 +70,11 @@ def outputs_exist(data_root: str, media_id: str) -> bool:
 @pytest.mark.slow
 def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
     port, data_root, log_path = free_port(), str(tmp_path / "data"), str(tmp_path / "dev.log")
+    emulator_port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "KLIO_DATA_ROOT": data_root,
-           "KLIO_DEMO_COUNT": "5", "KLIO_MAX_IDS_PER_RUN": "2"}
+           "KLIO_DEMO_COUNT": "5", "KLIO_MAX_IDS_PER_RUN": "2", "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port)}
+    for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST"):
+        env.pop(name, None)
     with open(log_path, "w") as log:
         dev = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "dev.sh"), "-p", str(port),
                                 "-h", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -98,6 +104,19 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
         assert all(outputs_exist(data_root, i) for i in ids)
         stats = server.query(PARTITION_STATUS, {"key": {"path": ["mfcc_plot"]}})["assetNodeOrError"]["partitionStats"]
         assert stats == {"numMaterialized": 5, "numPartitions": 5}
+
+        # New content: a file lands and its ID is published; the sensor does the rest.
+        shutil.copy(os.path.join(data_root, "sources", "demo-001-chord.flac"),
+                    os.path.join(data_root, "sources", "track-x.flac"))
+        publish = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "klio-publish"), "track-x"],
+            env={**env, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{emulator_port}"},
+            capture_output=True, text=True, timeout=120)
+        assert publish.returncode == 0, publish.stderr
+        wait_until(lambda: outputs_exist(data_root, "track-x"), 300, "the sensor's run for track-x", log_path)
+        wait_until(lambda: server.query(PARTITION_STATUS, {"key": {"path": ["mfcc_plot"]}})
+                   ["assetNodeOrError"]["partitionStats"]["numMaterialized"] == 6,
+                   120, "track-x to show as materialized", log_path)
     finally:
         # Ctrl-C, as a person stops `dagster dev`: SIGINT to the whole process group.
         os.killpg(dev.pid, signal.SIGINT)
@@ -109,3 +128,5 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
     assert returncode == 0
     survivors = wait_for_group_to_exit(dev.pid, timeout_s=30)
     assert not survivors, f"still running after dagster dev exited: {survivors}"
+    with socket.socket() as s:  # the Pub/Sub emulator was stopped too
+        assert s.connect_ex(("127.0.0.1", emulator_port)) != 0

@@ -40,7 +40,7 @@ from klio_assets.codecs import Codec, codec_for
 from klio_assets.media_types import SourceMedia
 from klio_assets.partitions import media_ids
 from klio_assets.run_tags import FORCE_TAG, PING_TAG, tag_is_true
-from pipelines.items import MATERIALIZED, SKIPPED, ItemInput, ItemResult, ItemTask
+from pipelines.items import FAILED, MATERIALIZED, SKIPPED, STATES, ItemInput, ItemResult, ItemTask
 
 DEFAULT_MAX_IDS_PER_RUN = 500
 """How many media IDs one run (and so one Beam pipeline per asset) takes at most in a backfill."""
@@ -205,9 +205,7 @@ def build_media_assets(
                 task = media.task(context.op_config.get(media.name), force=force)
                 outcome = runner.run(task, store, ids, context.run_id)
                 for event in _report(context, media.name, ids, outcome.results, outcome.counters):
-                    if isinstance(event, dg.AssetMaterialization):
-                        any_done = True
-                    elif event.metadata["status"].value == SKIPPED:
+                    if isinstance(event, dg.AssetMaterialization) or event.metadata["status"].value == SKIPPED:
                         any_done = True
                     else:
                         problems[f"{media.name} [{event.partition}]"] = event.metadata["reason"].value
@@ -238,7 +236,7 @@ def _report(context: dg.AssetExecutionContext, asset_name: str, ids: list[str],
     for media_id in ids:
         result = by_id.get(media_id)
         if result is None:
-            not_written[media_id] = ("failed", "no result came back from the pipeline")
+            not_written[media_id] = (FAILED, "no result came back from the pipeline")
         elif result.status == MATERIALIZED:
             yield dg.AssetMaterialization(asset_key=asset_name, partition=media_id,
                                           metadata=_materialization_metadata(asset_name, result))
@@ -249,8 +247,8 @@ def _report(context: dg.AssetExecutionContext, asset_name: str, ids: list[str],
             context.log.error(f"'{asset_name}' [{media_id}] {status}: {reason}")
         yield dg.AssetObservation(asset_key=asset_name, partition=media_id,
                                   metadata={"status": status, "reason": reason})
-    states = {state: counters.get(state, 0) for state in ("materialized", "skipped", "dropped", "failed")}
-    context.log.info(f"'{asset_name}': {len(ids)} media IDs: {states}")
+    context.log.info(f"'{asset_name}': {len(ids)} media IDs: "
+                     f"{ {state: counters.get(state, 0) for state in STATES} }")
 
 
 def _materialization_metadata(asset_name: str, result: ItemResult) -> dict:

@@ -19,6 +19,7 @@ MATERIALIZED = "materialized"
 SKIPPED = "skipped"
 DROPPED = "dropped"
 FAILED = "failed"
+STATES = (MATERIALIZED, SKIPPED, DROPPED, FAILED)
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ Usage in any Beam pipeline, batch or streaming::
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.items import DROPPED, FAILED, MATERIALIZED, SKIPPED, process_item
+from pipelines.items import STATES, process_item
 
-BRANCHES = (MATERIALIZED, SKIPPED, DROPPED, FAILED)
+BRANCHES = STATES
 
 
 def metrics_namespace(asset: str) -> str:

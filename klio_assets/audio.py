@@ -7,7 +7,8 @@ Each is one per-item function on the public ``@media_asset`` API (what a researc
                              -> waveform_plot
 
 Klio counterparts: LoadAudio, GetSTFT, GetMelSpec, GetMFCC, SpecToPlot, MelSpecToPlot,
-MFCCToPlot, WaveformToPlot. Defaults are librosa's.
+MFCCToPlot, WaveformToPlot. Defaults are librosa's. Every array output is checked per partition for
+finite values (added by the framework) and for its shape and dtype; every plot for its pixel size.
 """
 
 import io
@@ -17,6 +18,7 @@ import numpy as np
 from dagster import Config
 from pydantic import Field
 
+from klio_assets.checks import image_size, shape_and_dtype
 from klio_assets.media_asset import media_asset
 from klio_assets.media_types import PlotImage, SourceMedia, Waveform
 from klio_assets.plots import plot_time_frequency, plot_waveform
@@ -49,20 +51,23 @@ class PlotConfig(Config):
         return (self.width_inches, self.height_inches)
 
 
-@media_asset(code_version="1")
+PLOT_SIZE = image_size(lambda c: (round(c.width_inches * c.dpi), round(c.height_inches * c.dpi)))
+
+
+@media_asset(code_version="1", checks=[shape_and_dtype(lambda c: ((None,), "float32"))])
 def waveform(source: SourceMedia, config: WaveformConfig) -> Waveform:
     """The source media decoded to a mono float32 waveform at ``sample_rate`` Hz (WAV, FLAC, Ogg/Vorbis, MP3)."""
     samples, sample_rate = librosa.load(io.BytesIO(source.data), sr=config.sample_rate, mono=True)
     return Waveform(samples, int(sample_rate))
 
 
-@media_asset(code_version="1")
+@media_asset(code_version="1", checks=[shape_and_dtype(lambda c: ((1 + c.n_fft // 2, None), "float32"))])
 def spectrogram(waveform: Waveform, config: StftConfig) -> np.ndarray:
     """STFT magnitude spectrogram, shape (1 + n_fft/2, frames)."""
     return np.abs(librosa.stft(waveform.samples, n_fft=config.n_fft, hop_length=config.hop_length))
 
 
-@media_asset(code_version="1")
+@media_asset(code_version="1", checks=[shape_and_dtype(lambda c: ((c.n_mels, None), "float32"))])
 def mel_spectrogram(waveform: Waveform, config: MelSpectrogramConfig) -> np.ndarray:
     """Mel power spectrogram, shape (n_mels, frames)."""
     return librosa.feature.melspectrogram(
@@ -70,19 +75,19 @@ def mel_spectrogram(waveform: Waveform, config: MelSpectrogramConfig) -> np.ndar
         hop_length=config.hop_length, n_mels=config.n_mels)
 
 
-@media_asset(code_version="1")
+@media_asset(code_version="1", checks=[shape_and_dtype(lambda c: ((c.n_mfcc, None), "float32"))])
 def mfcc(mel_spectrogram: np.ndarray, config: MfccConfig) -> np.ndarray:
     """MFCCs of the log-power mel spectrogram, shape (n_mfcc, frames)."""
     return librosa.feature.mfcc(S=librosa.power_to_db(mel_spectrogram), n_mfcc=config.n_mfcc)
 
 
-@media_asset(code_version="1")
+@media_asset(code_version="1", checks=[PLOT_SIZE])
 def waveform_plot(waveform: Waveform, config: PlotConfig) -> PlotImage:
     """The waveform over time."""
     return plot_waveform(waveform.samples, waveform.sample_rate, "waveform", config.size, config.dpi)
 
 
-@media_asset(code_version="1")
+@media_asset(code_version="1", checks=[PLOT_SIZE])
 def spectrogram_plot(spectrogram: np.ndarray, waveform: Waveform, config: PlotConfig) -> PlotImage:
     """The magnitude spectrogram in dB, 0 Hz to Nyquist."""
     return plot_time_frequency(
@@ -90,7 +95,7 @@ def spectrogram_plot(spectrogram: np.ndarray, waveform: Waveform, config: PlotCo
         (0.0, waveform.sample_rate / 2), "frequency (Hz)", "dB", "spectrogram", config.size, config.dpi)
 
 
-@media_asset(code_version="1")
+@media_asset(code_version="1", checks=[PLOT_SIZE])
 def mel_spectrogram_plot(mel_spectrogram: np.ndarray, waveform: Waveform, config: PlotConfig) -> PlotImage:
     """The mel spectrogram in dB by mel band."""
     return plot_time_frequency(
@@ -99,7 +104,7 @@ def mel_spectrogram_plot(mel_spectrogram: np.ndarray, waveform: Waveform, config
         config.size, config.dpi)
 
 
-@media_asset(code_version="1")
+@media_asset(code_version="1", checks=[PLOT_SIZE])
 def mfcc_plot(mfcc: np.ndarray, waveform: Waveform, config: PlotConfig) -> PlotImage:
     """The MFCCs by coefficient."""
     return plot_time_frequency(

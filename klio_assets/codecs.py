@@ -62,14 +62,14 @@ def _describe_waveform(value: Waveform) -> dict:
     }
 
 
-def _png_size(png: bytes) -> tuple[int, int]:
+def png_size(png: bytes) -> tuple[int, int]:
     if png[:8] != b"\x89PNG\r\n\x1a\n":
         raise ValueError("PlotImage does not hold PNG data")
     return struct.unpack(">II", png[16:24])
 
 
 def _describe_png(value: PlotImage) -> dict:
-    width, height = _png_size(value.png)
+    width, height = png_size(value.png)
     return {"width": width, "height": height,
             "png_base64": base64.b64encode(value.png).decode("ascii")}
 

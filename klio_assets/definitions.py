@@ -5,8 +5,9 @@ Settings arrive from the environment here and nowhere else:
 - ``KLIO_DATA_ROOT``: the storage root (default ``./data``); sources in ``<root>/sources``.
 - ``KLIO_MAX_IDS_PER_RUN``: the most media IDs a backfill or sensor run takes (default 500).
 - ``KLIO_PUBSUB_PROJECT``, ``KLIO_PUBSUB_TOPIC``, ``KLIO_PUBSUB_SUBSCRIPTION``,
-  ``KLIO_PUBSUB_DEAD_LETTER_TOPIC``: where events come from (see ``resources.pubsub``). The
-  sensor runs by default when a project is set or ``PUBSUB_EMULATOR_HOST`` points at an emulator.
+  ``KLIO_PUBSUB_DEAD_LETTER_TOPIC``, ``KLIO_PUBSUB_OUTPUT_TOPIC``: where events come from and go
+  to (see ``resources.pubsub``). The sensor runs by default when a project is set or
+  ``PUBSUB_EMULATOR_HOST`` points at an emulator.
 """
 
 import os
@@ -16,19 +17,21 @@ import dagster as dg
 from jobs import media_job
 from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN, build_media_assets
+from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
 from resources.beam import BeamRunner
 from resources.pubsub import PubSubResource
 from resources.storage import LocalMediaStorage
 from sensors.pubsub_sensor import build_pubsub_sensor
 
 MAX_IDS_PER_RUN = int(os.environ.get("KLIO_MAX_IDS_PER_RUN", DEFAULT_MAX_IDS_PER_RUN))
+MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS
 PUBSUB_CONFIGURED = bool(os.environ.get("KLIO_PUBSUB_PROJECT") or os.environ.get("PUBSUB_EMULATOR_HOST"))
 
 defs = dg.Definitions(
-    assets=[build_media_assets(AUDIO_ASSETS, max_ids_per_run=MAX_IDS_PER_RUN)],
+    assets=[build_media_assets(MEDIA_ASSETS, max_ids_per_run=MAX_IDS_PER_RUN)],
     jobs=[media_job],
     sensors=[build_pubsub_sensor(
-        AUDIO_ASSETS, max_ids_per_run=MAX_IDS_PER_RUN,
+        MEDIA_ASSETS, max_ids_per_run=MAX_IDS_PER_RUN,
         default_status=dg.DefaultSensorStatus.RUNNING if PUBSUB_CONFIGURED else dg.DefaultSensorStatus.STOPPED,
     )],
     resources={
@@ -39,6 +42,7 @@ defs = dg.Definitions(
             topic=os.environ.get("KLIO_PUBSUB_TOPIC", "klio-media-events"),
             subscription=os.environ.get("KLIO_PUBSUB_SUBSCRIPTION", "klio-media-events-dagster"),
             dead_letter_topic=os.environ.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "klio-media-events-dead-letter"),
+            output_topic=os.environ.get("KLIO_PUBSUB_OUTPUT_TOPIC", "klio-media-outputs"),
         ),
     },
     # Media assets run as one step that hands the work to Beam; running it in the run's own

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 topic=env.get("KLIO_PUBSUB_TOPIC", "klio-media-events"),
                 subscription=env.get("KLIO_PUBSUB_SUBSCRIPTION", "klio-media-events-dagster"),
                 dead_letter_topic=env.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "klio-media-events-dead-letter"),
+                output_topic=env.get("KLIO_PUBSUB_OUTPUT_TOPIC", "klio-media-outputs"),
             ).ensure_exists()
             print("publish events with: klio-publish <media_id> ...")
         # Start from DAGSTER_HOME: dagster warns about a dagster.yaml in the working folder that is

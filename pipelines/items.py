@@ -1,16 +1,29 @@
-"""Processing one media ID for one asset: read its inputs, call the author's function, write the output.
+"""Processing one media ID for one media asset: read its inputs, call the author's function, write.
 
 This is the work every Beam worker does per element. It knows nothing of Beam or Dagster; it takes
-a ``store`` (``resources.media_store.MediaStore``) and returns an ``ItemResult`` in one of three
+a ``store`` (``resources.media_store.MediaStore``) and returns an ``ItemResult`` in one of four
 named states:
 
-- ``materialized``: the output was written;
-- ``skipped``: the output already exists and the task is not forced (Klio's output existence check);
+- ``materialized``: the outputs were written;
+- ``skipped``: every output exists and was produced by the same code version and config
+  (Klio's output existence check), and the task is not forced;
 - ``dropped``: an input (source media or an upstream output) is missing, so nothing was run;
-- ``failed``: an input could not be decoded or the author's function raised.
+- ``failed``: an input could not be decoded, the function raised or timed out (after its
+  retries), or its value could not be encoded.
+
+Beside each output the store keeps a small record, written after the output itself (so a
+half-finished write never counts as fresh): the fingerprint (code version and config) that
+produced it, a version that is new on every write, and the versions of the upstream outputs it
+was computed from. An output is fresh when its fingerprint matches and its upstream outputs have
+not been rewritten since, so recomputing ``waveform`` makes ``mel_spectrogram`` stale too.
+A replaced source file is not detected: force the run, as in Klio.
 """
 
+import hashlib
+import json
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,15 +49,47 @@ class ItemInput:
 
 
 @dataclass(frozen=True)
-class ItemTask:
-    """Everything a worker needs to produce ``asset`` for one media ID. Must stay picklable."""
+class ItemCheck:
+    """A check of one output value: ``fn(value, config)`` returns True/False or ``(passed, detail)``."""
 
+    name: str
+    fn: Callable[[Any, Any], bool | tuple[bool, str]]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ItemOutput:
     asset: str
+    codec: Any  # klio_assets.codecs.Codec
+    checks: tuple[ItemCheck, ...] = ()
+
+
+@dataclass(frozen=True)
+class ItemTask:
+    """Everything a worker needs to produce some outputs for one media ID. Must stay picklable.
+
+    ``fn`` returns the value of its single output or, when ``returns_dict``, a dict
+    ``{asset: value}``; ``outputs`` may be the subset of those to write.
+    """
+
+    name: str
     fn: Callable[..., Any]
     inputs: tuple[ItemInput, ...]
-    output: Any  # klio_assets.codecs.Codec
+    outputs: tuple[ItemOutput, ...]
     config: Any = None  # passed as ``config=`` when not None
-    force: bool = False  # recompute even if the output exists
+    code_version: str | None = None
+    force: bool = False  # recompute even if fresh outputs exist
+    timeout_s: float | None = None  # per attempt
+    retries: int = 0
+    retry_backoff_s: float = 1.0  # before retry n (1-based): retry_backoff_s * 2 ** (n - 1)
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    returns_dict: bool = False
+
+    @property
+    def fingerprint(self) -> str:
+        config = self.config.model_dump(mode="json") if hasattr(self.config, "model_dump") else self.config
+        body = json.dumps({"code_version": self.code_version, "config": config}, sort_keys=True, default=str)
+        return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -52,13 +97,13 @@ class ItemResult:
     media_id: str
     status: str
     reason: str = ""
-    uri: str = ""
-    metadata: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)  # asset -> {"uri", "metadata", "checks": [...]}
     seconds: float = 0.0
+    retries: int = 0
 
     def to_json(self) -> dict:
         return {"media_id": self.media_id, "status": self.status, "reason": self.reason,
-                "uri": self.uri, "metadata": self.metadata, "seconds": round(self.seconds, 6)}
+                "outputs": self.outputs, "seconds": round(self.seconds, 6), "retries": self.retries}
 
     @classmethod
     def from_json(cls, d: dict) -> "ItemResult":
@@ -67,6 +112,19 @@ class ItemResult:
 
 class _Dropped(Exception):
     """An input is missing: the item is dropped, not failed."""
+
+
+class ItemTimeout(Exception):
+    pass
+
+
+class _GaveUp(Exception):
+    """The function failed on its last attempt."""
+
+    def __init__(self, error: BaseException, attempts: int):
+        suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
+        super().__init__(f"{type(error).__name__}: {error}{suffix}")
+        self.retries = attempts - 1
 
 
 def _load_inputs(task: ItemTask, store, media_id: str) -> dict[str, Any]:
@@ -90,25 +148,119 @@ def _load_inputs(task: ItemTask, store, media_id: str) -> dict[str, Any]:
     return values
 
 
+def _call_with_timeout(fn: Callable, kwargs: dict, timeout_s: float | None):
+    """Call ``fn``; past ``timeout_s`` raise ``ItemTimeout``. Python cannot stop a running function:
+    the abandoned call finishes in a daemon thread and its result is discarded."""
+    if timeout_s is None:
+        return fn(**kwargs)
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = fn(**kwargs)
+        except BaseException as e:  # handed to the caller below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True, name="media-item")
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise ItemTimeout(f"timed out after {timeout_s:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _call_with_retries(task: ItemTask, kwargs: dict) -> tuple[Any, int]:
+    """The function's value and how many retries it took; ``_GaveUp`` when the last attempt fails."""
+    retry_on = tuple(task.retry_on) + (ItemTimeout,)
+    attempt = 0
+    while True:
+        try:
+            return _call_with_timeout(task.fn, kwargs, task.timeout_s), attempt
+        except Exception as e:
+            if attempt == task.retries or not isinstance(e, retry_on):
+                raise _GaveUp(e, attempt + 1) from e
+        time.sleep(task.retry_backoff_s * 2 ** attempt)
+        attempt += 1
+
+
+def _run_checks(output: ItemOutput, value, config) -> list[dict]:
+    results = []
+    for check in output.checks:
+        try:
+            verdict = check.fn(value, config)
+            passed, detail = verdict if isinstance(verdict, tuple) else (bool(verdict), "")
+        except Exception as e:
+            passed, detail = False, f"check raised {type(e).__name__}: {e}"
+        results.append({"name": check.name, "passed": bool(passed), "detail": detail})
+    return results
+
+
+def _read_record(store, asset: str, media_id: str) -> dict | None:
+    uri = store.record_uri(asset, media_id)
+    return json.loads(store.read_bytes(uri)) if store.exists(uri) else None
+
+
+def _input_versions(task: ItemTask, store, media_id: str) -> dict[str, str | None]:
+    versions = {}
+    for spec in task.inputs:
+        if spec.asset is not None:
+            record = _read_record(store, spec.asset, media_id)
+            versions[spec.asset] = record.get("version") if record else None
+    return versions
+
+
+def _fresh(task: ItemTask, store, media_id: str) -> bool:
+    inputs = None
+    for output in task.outputs:
+        record = _read_record(store, output.asset, media_id)
+        if record is None or not store.exists(store.output_uri(output.asset, media_id, output.codec.suffix)):
+            return False
+        if record.get("fingerprint") != task.fingerprint:
+            return False
+        inputs = _input_versions(task, store, media_id) if inputs is None else inputs
+        if record.get("inputs") != inputs:
+            return False
+    return True
+
+
 def process_item(task: ItemTask, store, media_id: str) -> ItemResult:
-    """Produce ``task.asset`` for ``media_id``; never raises for a per-item problem."""
+    """Produce ``task.outputs`` for ``media_id``; never raises for a per-item problem."""
     started = time.perf_counter()
+    retries = 0
     try:
-        uri = store.output_uri(task.asset, media_id, task.output.suffix)
-        if not task.force and store.exists(uri):
-            return ItemResult(media_id, SKIPPED, reason="output exists (force to recompute)", uri=uri,
-                              seconds=time.perf_counter() - started)
+        if not task.force and _fresh(task, store, media_id):
+            outputs = {o.asset: {"uri": store.output_uri(o.asset, media_id, o.codec.suffix)} for o in task.outputs}
+            return ItemResult(media_id, SKIPPED, "output exists from the same code version, config and "
+                              "inputs (force to recompute)", outputs, time.perf_counter() - started)
+        input_versions = _input_versions(task, store, media_id)  # before reading: a rewrite makes us stale
         kwargs = _load_inputs(task, store, media_id)
         if task.config is not None:
             kwargs["config"] = task.config
-        value = task.fn(**kwargs)
-        data = task.output.encode(value)
-        store.write_bytes(uri, data)
-        metadata = {**task.output.describe(value), "size_bytes": len(data)}
-        return ItemResult(media_id, MATERIALIZED, uri=uri, metadata=metadata,
-                          seconds=time.perf_counter() - started)
+        value, retries = _call_with_retries(task, kwargs)
+        values = value if task.returns_dict else {task.outputs[0].asset: value}
+        missing = [o.asset for o in task.outputs if not isinstance(values, dict) or o.asset not in values]
+        if missing:
+            raise ValueError(f"'{task.name}' must return a dict with a value for each output; missing {missing}")
+        outputs = {}
+        record = json.dumps({"fingerprint": task.fingerprint, "code_version": task.code_version,
+                             "version": uuid.uuid4().hex, "inputs": input_versions}).encode()
+        for output in task.outputs:
+            data = output.codec.encode(values[output.asset])
+            uri = store.output_uri(output.asset, media_id, output.codec.suffix)
+            store.write_bytes(uri, data)
+            store.write_bytes(store.record_uri(output.asset, media_id), record)
+            outputs[output.asset] = {
+                "uri": uri, "metadata": {**output.codec.describe(values[output.asset]), "size_bytes": len(data)},
+                "checks": _run_checks(output, values[output.asset], task.config)}
+        return ItemResult(media_id, MATERIALIZED, outputs=outputs, seconds=time.perf_counter() - started,
+                          retries=retries)
     except _Dropped as e:
         return ItemResult(media_id, DROPPED, reason=str(e), seconds=time.perf_counter() - started)
+    except _GaveUp as e:
+        return ItemResult(media_id, FAILED, reason=str(e), seconds=time.perf_counter() - started,
+                          retries=e.retries)
     except Exception as e:  # one bad item must not sink the others
         return ItemResult(media_id, FAILED, reason=f"{type(e).__name__}: {e}",
-                          seconds=time.perf_counter() - started)
+                          seconds=time.perf_counter() - started, retries=retries)

@@ -1,6 +1,8 @@
-"""Runs one asset over a batch of media IDs as one Beam pipeline, and collects what happened per ID."""
+"""Runs one media asset over a batch of media IDs as one Beam pipeline, and collects what happened."""
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -19,28 +21,58 @@ class PipelineOutcome:
 
 
 def run_item_pipeline(task: ItemTask, store, media_ids: list[str], options: PipelineOptions,
-                      results_prefix: str) -> PipelineOutcome:
-    """Process ``media_ids`` for ``task.asset`` in a single pipeline and wait for it to finish.
+                      scratch_uri: str, on_progress: Callable[[int, int], None] | None = None,
+                      progress_interval_s: float = 10.0) -> PipelineOutcome:
+    """Process ``media_ids`` for ``task`` in a single pipeline and wait for it to finish.
 
-    Per-item results are written as JSON lines under ``results_prefix`` with Beam's own file IO,
-    so this works on any runner whose workers can reach that location (a local folder for the
-    DirectRunner, a ``gs://`` prefix for Dataflow), then read back here.
+    Per-item results are written as JSON lines under ``<scratch_uri>/results`` with Beam's own
+    file IO, so this works on any runner whose workers can reach that location (a local folder
+    for the DirectRunner, a ``gs://`` prefix for Dataflow), then read back here. While the
+    pipeline runs, ``on_progress(done, total)`` is called every ``progress_interval_s`` seconds.
     """
+    progress_prefix = f"{scratch_uri}/progress"
     pipeline = beam.Pipeline(options=options)
     outputs = (
         pipeline
         | "MediaIds" >> beam.Create(list(media_ids), reshuffle=False)
-        | f"Process[{task.asset}]" >> ProcessMediaItems(task, store)
+        | f"Process[{task.name}]" >> ProcessMediaItems(task, store, progress_prefix, progress_interval_s)
     )
     (
         [outputs[state] for state in BRANCHES]
         | "AllResults" >> beam.Flatten()
         | "ToJson" >> beam.Map(lambda r: json.dumps(r.to_json()))
-        | "WriteResults" >> beam.io.WriteToText(results_prefix, file_name_suffix=".jsonl")
+        | "WriteResults" >> beam.io.WriteToText(f"{scratch_uri}/results", file_name_suffix=".jsonl")
     )
-    result = pipeline.run()
-    result.wait_until_finish()
-    return PipelineOutcome(_read_results(results_prefix), _counters(result, task.asset))
+
+    finished: dict = {}
+
+    def run():
+        try:
+            result = pipeline.run()
+            result.wait_until_finish()
+            finished["result"] = result
+        except BaseException as e:  # re-raised in the caller's thread
+            finished["error"] = e
+
+    runner = threading.Thread(target=run, name=f"beam-{task.name}", daemon=True)
+    runner.start()
+    while runner.is_alive():
+        runner.join(progress_interval_s)
+        if runner.is_alive() and on_progress is not None:
+            on_progress(_progress(store, progress_prefix), len(media_ids))
+    if "error" in finished:
+        raise finished["error"]
+    return PipelineOutcome(_read_results(f"{scratch_uri}/results"), _counters(finished["result"], task.name))
+
+
+def _progress(store, progress_prefix: str) -> int:
+    done = 0
+    for uri in store.list_uris(progress_prefix):
+        try:
+            done += json.loads(store.read_bytes(uri))["done"]
+        except (OSError, ValueError, KeyError):  # being replaced right now: next time
+            continue
+    return done
 
 
 def _read_results(results_prefix: str) -> list[ItemResult]:
@@ -51,8 +83,8 @@ def _read_results(results_prefix: str) -> list[ItemResult]:
     return results
 
 
-def _counters(result, asset: str) -> dict[str, int]:
-    query = result.metrics().query(MetricsFilter().with_namespace(metrics_namespace(asset)))
+def _counters(result, name: str) -> dict[str, int]:
+    query = result.metrics().query(MetricsFilter().with_namespace(metrics_namespace(name)))
     counters = {}
     for counter in query["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted

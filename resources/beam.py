@@ -1,6 +1,7 @@
 """The Beam runner resource: which runner executes media pipelines, and with what options."""
 
 import re
+from collections.abc import Callable
 
 import dagster as dg
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -30,8 +31,11 @@ class BeamRunner(dg.ConfigurableResource):
         return PipelineOptions([f"--runner={self.runner}", f"--job_name={job_name}",
                                 *self.pipeline_args])
 
-    def run(self, task: ItemTask, store, media_ids: list[str], run_id: str) -> PipelineOutcome:
-        job_name = re.sub(r"[^a-z0-9-]", "-", f"klio-{task.asset}-{run_id[:8]}".lower())
-        results_prefix = f"{store.scratch_uri(run_id, task.asset)}/results"
+    progress_interval_s: float = Field(
+        default=15.0, gt=0, description="Seconds between progress lines (done / total) while a pipeline runs.")
+
+    def run(self, task: ItemTask, store, media_ids: list[str], run_id: str,
+            on_progress: Callable[[int, int], None] | None = None) -> PipelineOutcome:
+        job_name = re.sub(r"[^a-z0-9-]", "-", f"klio-{task.name}-{run_id[:8]}".lower())
         return run_item_pipeline(task, store, media_ids, self.pipeline_options(job_name),
-                                 results_prefix)
+                                 store.scratch_uri(run_id, task.name), on_progress, self.progress_interval_s)

@@ -7,7 +7,8 @@ Layout, as in Klio's data locations::
 
     <source_location>/<media_id><suffix>     source media (data input); suffix from a configured list
     <root>/<asset>/<media_id><suffix>        one asset's output for one media ID (data output)
-    <root>/_runs/<run_id>/<asset>/...        per-run scratch: the per-item results of a pipeline
+    <root>/<asset>/.klio/<media_id>.json     which code version and config produced that output
+    <root>/_runs/<run_id>/<asset>/...        per-run scratch: per-item results and progress
 """
 
 import abc
@@ -39,6 +40,10 @@ class MediaStore(abc.ABC):
     def output_uri(self, asset: str, media_id: str, suffix: str) -> str:
         return posixpath.join(self.root, asset, validate_media_id(media_id) + suffix)
 
+    def record_uri(self, asset: str, media_id: str) -> str:
+        """The small record written after an output: the fingerprint that produced it."""
+        return posixpath.join(self.root, asset, ".klio", validate_media_id(media_id) + ".json")
+
     def source_candidates(self, media_id: str) -> list[str]:
         validate_media_id(media_id)
         return [posixpath.join(self.source_location, media_id + s) for s in self.source_suffixes]
@@ -60,6 +65,10 @@ class MediaStore(abc.ABC):
     @abc.abstractmethod
     def write_bytes(self, uri: str, data: bytes) -> None: ...
 
+    @abc.abstractmethod
+    def list_uris(self, prefix: str) -> list[str]:
+        """URIs of the objects directly under the folder ``prefix``."""
+
 
 class LocalMediaStore(MediaStore):
     """A store on the local filesystem (or any mounted one). URIs are absolute paths."""
@@ -76,6 +85,12 @@ class LocalMediaStore(MediaStore):
     def read_bytes(self, uri: str) -> bytes:
         with open(uri, "rb") as f:
             return f.read()
+
+    def list_uris(self, prefix: str) -> list[str]:
+        if not os.path.isdir(prefix):
+            return []
+        return sorted(os.path.join(prefix, name) for name in os.listdir(prefix)
+                      if not name.startswith(".") and os.path.isfile(os.path.join(prefix, name)))
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         # Write beside the target under a hidden name (media IDs never start with '.'), flush to

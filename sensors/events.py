@@ -10,6 +10,7 @@ Accepted message bodies, tried in this order:
 3. a plain UTF-8 media ID, like Klio's non-KlioMessage input.
 
 Every problem becomes a ``BadEvent`` with a reason; nothing here raises on bad input.
+Encoding lives in ``sensors.wire``.
 """
 
 import json
@@ -19,19 +20,7 @@ from google.protobuf.message import DecodeError
 
 from klio_assets.partitions import InvalidMediaId, validate_media_id
 from sensors import klio_message_pb2 as pb
-
-FORMATS = ("klio", "json", "text")
-
-
-@dataclass(frozen=True)
-class MediaEvent:
-    """What an event asks for. ``recipients`` is empty for top-down (every asset)."""
-
-    media_id: str
-    force: bool = False
-    ping: bool = False
-    recipients: tuple[str, ...] = ()
-
+from sensors.wire import MediaEvent
 
 @dataclass(frozen=True)
 class BadEvent:
@@ -109,26 +98,3 @@ def _from_json(data: bytes) -> MediaEvent | BadEvent:
             return BadEvent(f"JSON event '{flag}' must be true or false: {body[flag]!r}")
     return MediaEvent(body["element"].strip(), bool(body.get("force", False)),
                       bool(body.get("ping", False)), tuple(recipients))
-
-
-def encode_event(event: MediaEvent, fmt: str = "klio") -> bytes:
-    """The message body for ``event`` in ``fmt`` (klio: a v2 KlioMessage; json; text)."""
-    if fmt == "klio":
-        message = pb.KlioMessage(version=pb.V2)
-        message.data.element = event.media_id.encode("utf-8")
-        message.metadata.force = event.force
-        message.metadata.ping = event.ping
-        if event.recipients:
-            for name in event.recipients:
-                message.metadata.intended_recipients.limited.recipients.add(job_name=name)
-        else:
-            message.metadata.intended_recipients.anyone.SetInParent()
-        return message.SerializeToString()
-    if fmt == "json":
-        return json.dumps({"element": event.media_id, "force": event.force, "ping": event.ping,
-                           "recipients": list(event.recipients)}).encode("utf-8")
-    if fmt == "text":
-        if event.force or event.ping or event.recipients:
-            raise ValueError("the text format carries only a media ID: no force, ping or recipients")
-        return event.media_id.encode("utf-8")
-    raise ValueError(f"unknown event format {fmt!r}; choose one of {FORMATS}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from klio_assets.run_tags import FORCE_TAG, PING_TAG
-from sensors.events import MediaEvent
+from sensors.wire import MediaEvent
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

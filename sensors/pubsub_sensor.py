@@ -62,7 +62,7 @@ def build_pubsub_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
     """A sensor that pulls the ``pubsub`` resource's subscription and requests runs of ``media_assets``."""
-    upstream = {a.name: tuple(a.upstream) for a in media_assets}
+    upstream = {o.asset: tuple(a.upstream) for a in media_assets for o in a.outputs}
 
     @dg.sensor(
         name=name,

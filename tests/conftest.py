@@ -7,6 +7,7 @@ import pytest
 from klio_assets.demo import write_catalogue
 from klio_assets.partitions import media_ids
 from resources.beam import BeamRunner
+from resources.pubsub_emulator import PubSubEmulator
 from resources.storage import LocalMediaStorage
 
 CLIP_SECONDS = 1.5
@@ -37,18 +38,26 @@ def resources(store_root) -> dict:
     return {"media_storage": LocalMediaStorage(root=store_root), "beam_runner": BeamRunner()}
 
 
+@pytest.fixture(scope="session")
+def emulator():
+    """The real Pub/Sub emulator, one per test session (tests that use it are marked slow)."""
+    with PubSubEmulator(project="klio-test") as emulator:
+        yield emulator
+
+
 @pytest.fixture
 def instance():
     with dg.instance_for_test() as instance:
         yield instance
 
 
-def materialize_ids(assets, ids, instance, resources, **kwargs) -> dg.ExecuteInProcessResult:
+def materialize_ids(assets, ids, instance, resources, tags=None, **kwargs) -> dg.ExecuteInProcessResult:
     """Materialize ``ids`` in ONE run, as a backfill run does: register them in this order (so they
     form one contiguous range of ``media_ids``) and run the range."""
     new = [i for i in ids if not instance.has_dynamic_partition(media_ids.name, i)]
     instance.add_dynamic_partitions(media_ids.name, new)
-    tags = {"dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]}
+    tags = {**(tags or {}), "dagster/asset_partition_range_start": ids[0],
+            "dagster/asset_partition_range_end": ids[-1]}
     return dg.materialize(assets, instance=instance, resources=resources, tags=tags, **kwargs)
 
 
@@ -65,9 +74,17 @@ def latest_metadata(instance, asset: str, media_id: str) -> dict:
 
 
 def observations(instance, asset: str) -> dict[str, dict]:
-    """The latest observation metadata per media ID of ``asset`` (failures are reported this way)."""
+    """The latest observation metadata per media ID of ``asset`` (skips and failures are reported so)."""
     records = instance.fetch_observations(dg.AssetKey(asset), limit=1000).records
     out = {}
     for r in sorted(records, key=lambda r: r.storage_id):
-        out[r.partition_key] = {k: v.value for k, v in r.asset_observation.metadata.items()}
+        if r.partition_key is not None:
+            out[r.partition_key] = {k: v.value for k, v in r.asset_observation.metadata.items()}
     return out
+
+
+def run_summary(instance, asset: str, run_id: str) -> dict:
+    """The per-run observation of ``asset``: counters and per-item timing percentiles."""
+    records = instance.fetch_observations(dg.AssetKey(asset), limit=1000).records
+    [summary] = [r for r in records if r.partition_key is None and r.run_id == run_id]
+    return {k: v.value for k, v in summary.asset_observation.metadata.items()}

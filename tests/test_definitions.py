@@ -7,8 +7,9 @@ import dagster as dg
 from klio_assets.definitions import defs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MEDIA_ASSETS = {"waveform", "spectrogram", "mel_spectrogram", "mfcc",
-                "waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"}
+AUDIO = {"waveform", "spectrogram", "mel_spectrogram", "mfcc",
+         "waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"}
+MEDIA_ASSETS = AUDIO | {"foreground_spectrogram", "background_spectrogram", "foreground_plot", "background_plot"}
 
 
 def test_every_media_asset_is_partitioned_by_media_ids():
@@ -18,7 +19,7 @@ def test_every_media_asset_is_partitioned_by_media_ids():
     for key in graph.get_all_asset_keys():
         assert graph.get(key).partitions_def.name == "media_ids"
     job = defs.resolve_job_def("media_job")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == MEDIA_ASSETS
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == AUDIO
 
 
 def test_code_location_loads_with_the_dagster_cli(tmp_path):

@@ -83,7 +83,8 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
     try:
         wait_until(lambda: server.query(LOCATION_STATUS)["locationStatusesOrError"]["entries"][0]["loadStatus"] == "LOADED",
                    600, "the code location to load", log_path)
-        assert sorted(k[0] for k in server.media_asset_keys()) == sorted(ASSETS)
+        assert sorted(k[0] for k in server.media_asset_keys()) == sorted(
+            ASSETS + ["foreground_spectrogram", "background_spectrogram", "foreground_plot", "background_plot"])
 
         # Materialize one media ID, as the UI's "Materialize" on one partition does.
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)

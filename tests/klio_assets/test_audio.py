@@ -119,8 +119,13 @@ def test_bad_items_are_reported_and_do_not_sink_the_others(instance, resources, 
     with open(os.path.join(store_root, "sources", "corrupt-1.flac"), "wb") as f:
         f.write(b"fLaC" + os.urandom(2000))
     ids = [catalogue_ids[0], "corrupt-1", "missing-1", catalogue_ids[3]]
-    result = materialize_ids([MEDIA_ASSETS], ids, instance, resources, selection=FEATURES)
-    assert result.success
+    result = materialize_ids([MEDIA_ASSETS], ids, instance, resources, selection=FEATURES,
+                             raise_on_error=False)
+    assert not result.success  # an item failed: the run says so, after the others were materialized
+    failure = result.failure_data_for_node("media_assets").user_failure_data
+    assert failure.metadata["failed"].value == 1
+    assert "LibsndfileError" in failure.metadata["problems"].value["waveform [corrupt-1]"]
+    assert "source media not found" in failure.metadata["problems"].value["waveform [missing-1]"]
     good = {catalogue_ids[0], catalogue_ids[3]}
     for asset in FEATURES:
         assert materialized_partitions(instance, asset) == good, asset

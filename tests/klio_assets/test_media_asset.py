@@ -45,10 +45,10 @@ class RecordingBeamRunner(BeamRunner):
 
     log_path: str
 
-    def run(self, task, store, media_ids, run_id):
+    def run(self, task, store, media_ids, run_id, on_progress=None):
         with open(self.log_path, "a") as f:
-            f.write(json.dumps({"asset": task.asset, "ids": list(media_ids)}) + "\n")
-        return super().run(task, store, media_ids, run_id)
+            f.write(json.dumps({"asset": task.name, "ids": list(media_ids)}) + "\n")
+        return super().run(task, store, media_ids, run_id, on_progress)
 
 
 def test_each_selected_asset_runs_as_one_pipeline_over_all_ids(instance, store_root, catalogue_ids, tmp_path):

@@ -6,18 +6,11 @@ import pytest
 from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import build_media_assets
 from resources.pubsub import PubSubResource
-from resources.pubsub_emulator import PubSubEmulator
 from sensors.pubsub_sensor import build_pubsub_sensor
 
 MEDIA_ASSETS = build_media_assets(AUDIO_ASSETS, max_ids_per_run=2)
 SENSOR = build_pubsub_sensor(AUDIO_ASSETS, max_ids_per_run=2)
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def emulator():
-    with PubSubEmulator(project="klio-test") as emulator:
-        yield emulator
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from sensors.events import BadEvent, MediaEvent, encode_event, parse_event
+from sensors.events import BadEvent, parse_event
+from sensors.wire import MediaEvent, encode_event
 
 ASSETS = {"waveform", "mel_spectrogram", "mfcc"}
 

@@ -1,6 +1,6 @@
 import pytest
 
-from sensors.events import MediaEvent
+from sensors.wire import MediaEvent
 from sensors.planning import Received, plan_runs, selection_for
 
 UPSTREAM = {"waveform": (), "spectrogram": ("waveform",), "mel_spectrogram": ("waveform",),

@@ -1,0 +1,85 @@
+"""Event output: a media asset tells downstream jobs, on Pub/Sub, which IDs are ready."""
+
+import json
+
+import numpy as np
+import pytest
+
+from klio_assets import Waveform, build_media_assets, media_asset
+from klio_assets.audio import waveform
+from resources.beam import BeamRunner
+from resources.pubsub import PubSubResource
+from resources.storage import LocalMediaStorage
+from sensors.events import parse_event
+from sensors.wire import MediaEvent
+from tests.conftest import materialize_ids
+
+pytestmark = pytest.mark.slow  # starts the Pub/Sub emulator
+
+
+@media_asset(event_output="klio")
+def peak(waveform: Waveform) -> np.ndarray:
+    return np.abs(waveform.samples).max(keepdims=True)
+
+
+@media_asset(event_output="json")
+def rms(waveform: Waveform) -> np.ndarray:
+    return np.sqrt(np.mean(waveform.samples ** 2, keepdims=True))
+
+
+def pull_all(pubsub: PubSubResource, subscription: str) -> list:
+    path = pubsub.subscriber.subscription_path(pubsub.project, subscription)
+    received = pubsub.subscriber.pull(request={"subscription": path, "max_messages": 100,
+                                               "return_immediately": True}, timeout=10).received_messages
+    if received:
+        pubsub.subscriber.acknowledge(request={"subscription": path, "ack_ids": [m.ack_id for m in received]})
+    return list(received)
+
+
+@pytest.fixture
+def pubsub(emulator, monkeypatch) -> PubSubResource:
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+    resource = PubSubResource(project="klio-test", topic="eo-in", subscription="eo-in-sub", output_topic="eo-out")
+    resource.ensure_exists()
+    resource.subscriber.create_subscription(request={
+        "name": resource.subscriber.subscription_path("klio-test", "eo-out-sub"), "topic": resource.topic_path("eo-out")})
+    return resource
+
+
+def test_one_message_per_ready_id_in_klio_and_json_formats(pubsub, instance, store_root, catalogue_ids):
+    resources = {"media_storage": LocalMediaStorage(root=store_root), "beam_runner": BeamRunner(), "pubsub": pubsub}
+    assets = build_media_assets([waveform, peak, rms])
+    ids = [catalogue_ids[0], "not-there", catalogue_ids[1]]
+    result = materialize_ids([assets], ids, instance, resources)
+    assert result.success  # "not-there" has no source: it is dropped, which does not fail a run
+
+    messages = pull_all(pubsub, "eo-out-sub")
+    klio = sorted((parse_event(m.message.data, set()).media_id, m.message.attributes["status"])
+                  for m in messages if m.message.attributes["asset"] == "peak")
+    assert klio == sorted([(catalogue_ids[0], "materialized"), (catalogue_ids[1], "materialized")])
+    as_json = sorted(json.loads(m.message.data)["element"] for m in messages if m.message.attributes["asset"] == "rms")
+    assert as_json == sorted(catalogue_ids[:2])
+    assert all(m.message.attributes["run_id"] == result.run_id for m in messages)
+    assert len(messages) == 4
+    first_peak = next(m for m in messages if m.message.attributes["asset"] == "peak")
+    assert parse_event(first_peak.message.data, set()) == MediaEvent(parse_event(first_peak.message.data, set()).media_id)
+
+    # Fresh outputs are passed through, as Klio does: downstream jobs still hear about them.
+    again = materialize_ids([assets], catalogue_ids[:2], instance, resources)
+    assert again.success
+    statuses = {(m.message.attributes["asset"], m.message.attributes["status"]) for m in pull_all(pubsub, "eo-out-sub")}
+    assert statuses == {("peak", "skipped"), ("rms", "skipped")}
+
+
+def test_event_output_without_an_output_topic_names_the_setting(emulator, monkeypatch, instance, store_root, catalogue_ids):
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+    resources = {"media_storage": LocalMediaStorage(root=store_root), "beam_runner": BeamRunner(),
+                 "pubsub": PubSubResource(project="klio-test")}
+    result = materialize_ids([build_media_assets([waveform, peak])], catalogue_ids[:1], instance, resources,
+                             raise_on_error=False)
+    assert not result.success
+    failure = result.failure_data_for_node("media_assets").user_failure_data
+    assert "KLIO_PUBSUB_OUTPUT_TOPIC" in failure.description
+    assert "peak" in failure.description
+    assert "pubsub" in build_media_assets([waveform, peak]).required_resource_keys
+    assert "pubsub" not in build_media_assets([waveform]).required_resource_keys

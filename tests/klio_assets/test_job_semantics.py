@@ -1,0 +1,304 @@
+"""Klio's job semantics on media assets: existence checks, failure isolation, retries, metrics, checks."""
+
+import os
+import shutil
+import threading
+import time
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from klio_assets import Waveform, build_media_assets, media_asset
+from klio_assets.audio import AUDIO_ASSETS, mfcc, waveform
+from klio_assets.checks import shape_and_dtype
+from pipelines import items
+from pipelines.items import ItemCheck, ItemInput, ItemOutput, ItemTask
+from resources.beam import BeamRunner
+from resources.storage import LocalMediaStorage
+from tests.conftest import materialize_ids, materialized_partitions, observations, run_summary
+
+
+class PeakConfig(dg.Config):
+    floor: float = 1e-4
+
+
+@media_asset(code_version="1")
+def loudest(waveform: Waveform, config: PeakConfig) -> np.ndarray:
+    """The peak amplitude; refuses silent clips."""
+    peak = float(np.abs(waveform.samples).max())
+    if peak < config.floor:
+        raise ValueError(f"silent clip (peak {peak:g})")
+    return np.array([peak], dtype=np.float32)
+
+
+def clone_sources(store_root: str, catalogue_ids: list[str], count: int) -> list[str]:
+    sources = os.path.join(store_root, "sources")
+    files = {f.split(".")[0]: f for f in os.listdir(sources)}
+    ids = []
+    for i in range(count):
+        original = files[catalogue_ids[i % len(catalogue_ids)]]  # keeps its suffix: all four formats
+        media_id = f"track-{i:02d}"
+        shutil.copy(os.path.join(sources, original), os.path.join(sources, media_id + os.path.splitext(original)[1]))
+        ids.append(media_id)
+    return ids
+
+
+def test_twenty_ids_with_three_bad_ones(instance, resources, store_root, catalogue_ids):
+    good = clone_sources(store_root, catalogue_ids, 17)
+    sources = os.path.join(store_root, "sources")
+    with open(os.path.join(sources, "corrupt.wav"), "wb") as f:  # a WAV header, then garbage
+        f.write(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(64))
+    import soundfile
+    soundfile.write(os.path.join(sources, "silent.wav"), np.zeros(22050, dtype=np.float32), 22050)
+    ids = good[:8] + ["corrupt", "missing"] + good[8:12] + ["silent"] + good[12:]
+    assert len(ids) == 20
+
+    assets = build_media_assets([waveform, loudest])
+    result = materialize_ids([assets], ids, instance, resources, raise_on_error=False)
+
+    assert not result.success
+    assert materialized_partitions(instance, "loudest") == set(good)
+    assert len(materialized_partitions(instance, "loudest")) == 17
+    reported = observations(instance, "loudest")
+    assert reported["silent"] == {"status": "failed", "reason": "ValueError: silent clip (peak 0)"}
+    assert reported["missing"]["status"] == "dropped"
+    assert reported["corrupt"]["status"] == "dropped"  # its waveform failed, so loudest lacks its input
+    assert observations(instance, "waveform")["corrupt"]["status"] == "failed"
+    failure = result.failure_data_for_node("media_assets").user_failure_data
+    assert set(failure.metadata["problems"].value) == {
+        "waveform [corrupt]", "waveform [missing]", "loudest [corrupt]", "loudest [missing]", "loudest [silent]"}
+    summary = run_summary(instance, "loudest", result.run_id)
+    assert {k: summary[k] for k in ("received", "materialized", "skipped", "dropped", "failed")} == {
+        "received": 20, "materialized": 17, "skipped": 0, "dropped": 2, "failed": 1}
+
+    # Fix the causes and backfill just the three: they materialize; the 17 are not touched.
+    shutil.copy(_any_source(sources, good[0]), os.path.join(sources, "missing.wav"))
+    shutil.copy(_any_source(sources, good[1]), os.path.join(sources, "corrupt.wav"))
+    before = {i: os.stat(os.path.join(store_root, "loudest", i + ".npy")).st_mtime_ns for i in good}
+    retry = materialize_ids([assets], ["corrupt", "missing"], instance, resources)
+    # The silent clip is fine; the function's floor was the bug. Changing the config retries it.
+    retry_silent = materialize_ids([assets], ["silent"], instance, resources,
+                                   run_config={"ops": {"media_assets": {"config": {"loudest": {"floor": 0.0}}}}})
+    assert retry.success and retry_silent.success
+    assert materialized_partitions(instance, "loudest") == set(ids)
+    assert before == {i: os.stat(os.path.join(store_root, "loudest", i + ".npy")).st_mtime_ns for i in good}
+
+
+def _any_source(sources: str, media_id: str) -> str:
+    return next(os.path.join(sources, f) for f in os.listdir(sources) if f.startswith(media_id + "."))
+
+
+def mtime(store_root, asset, media_id, suffix=".npy"):
+    return os.stat(os.path.join(store_root, asset, media_id + suffix)).st_mtime_ns
+
+
+def test_fresh_outputs_are_skipped_and_stale_ones_recomputed(instance, resources, store_root, catalogue_ids):
+    media_id = catalogue_ids[0]
+    assets = build_media_assets(AUDIO_ASSETS)
+    run = lambda **kw: materialize_ids([assets], [media_id], instance, resources,  # noqa: E731
+                                       selection=["waveform", "mel_spectrogram", "mfcc"], **kw)
+    assert run().success
+    first = mtime(store_root, "mfcc", media_id)
+
+    assert run().success  # same code version and config: skipped, and said so per ID
+    assert mtime(store_root, "mfcc", media_id) == first
+    assert observations(instance, "mfcc")[media_id] == {
+        "status": "skipped", "reason": "output exists from the same code version, config and inputs (force to recompute)"}
+    assert len(instance.fetch_materializations(dg.AssetKey("mfcc"), limit=10).records) == 1
+
+    assert run(run_config={"ops": {"media_assets": {"config": {"mfcc": {"n_mfcc": 13}}}}}).success
+    changed = mtime(store_root, "mfcc", media_id)
+    assert changed != first  # config changed: stale, recomputed
+    assert np.load(os.path.join(store_root, "mfcc", media_id + ".npy")).shape[0] == 13
+    assert mtime(store_root, "waveform", media_id, ".wav") is not None
+
+    assert run(run_config={"ops": {"media_assets": {"config": {"force": True, "mfcc": {"n_mfcc": 13}}}}}).success
+    assert mtime(store_root, "mfcc", media_id) != changed  # forced by run config
+    forced = mtime(store_root, "mfcc", media_id)
+    assert run(tags={"klio/force": "true"}, run_config={"ops": {"media_assets": {"config": {"mfcc": {"n_mfcc": 13}}}}}).success
+    assert mtime(store_root, "mfcc", media_id) != forced  # forced by run tag
+
+    # Upstream recomputed (forced) -> downstream stale, even with its own code and config unchanged.
+    before_upstream = mtime(store_root, "mfcc", media_id)
+    assert materialize_ids([assets], [media_id], instance, resources, selection=["mel_spectrogram"],
+                           tags={"klio/force": "true"}).success
+    assert run(run_config={"ops": {"media_assets": {"config": {"mfcc": {"n_mfcc": 13}}}}}).success
+    assert mtime(store_root, "mfcc", media_id) != before_upstream
+
+    bumped = media_asset(mfcc.fn, code_version="2")  # a new code version of the same function
+    again = mtime(store_root, "mfcc", media_id)
+    result = materialize_ids([build_media_assets([waveform, mel_spectrogram_of(AUDIO_ASSETS), bumped])], [media_id],
+                             instance, resources, selection=["mfcc"],
+                             run_config={"ops": {"media_assets": {"config": {"mfcc": {"n_mfcc": 13}}}}})
+    assert result.success
+    assert mtime(store_root, "mfcc", media_id) != again
+
+
+def mel_spectrogram_of(assets):
+    return next(a for a in assets if a.name == "mel_spectrogram")
+
+
+def test_a_half_written_output_is_not_taken_as_fresh(instance, resources, store_root, catalogue_ids):
+    media_id = catalogue_ids[1]
+    assets = build_media_assets([waveform])
+    assert materialize_ids([assets], [media_id], instance, resources).success
+    os.remove(os.path.join(store_root, "waveform", ".klio", media_id + ".json"))  # crash before the record
+    first = mtime(store_root, "waveform", media_id, ".wav")
+    assert materialize_ids([assets], [media_id], instance, resources).success
+    assert mtime(store_root, "waveform", media_id, ".wav") != first
+
+
+# --- Retries, backoff and timeouts ------------------------------------------------------------
+
+def flaky(numbers: np.ndarray, attempts_file: str = "") -> np.ndarray:
+    with open(numbers_attempts_file(), "a") as f:
+        f.write("x")
+    if len(open(numbers_attempts_file()).read()) < 3:
+        raise ConnectionError("transient")
+    return numbers + 1
+
+
+_ATTEMPTS = {}
+
+
+def numbers_attempts_file() -> str:
+    return _ATTEMPTS["path"]
+
+
+def slow(numbers: np.ndarray) -> np.ndarray:
+    threading.Event().wait(30)  # not time.sleep: the tests replace that to record backoff waits
+    return numbers
+
+
+def raises_type_error(numbers: np.ndarray) -> np.ndarray:
+    raise TypeError("a bug, not worth retrying")
+
+
+def _task(fn, **kwargs) -> ItemTask:
+    from klio_assets.codecs import NDARRAY
+    return ItemTask("out", fn, (ItemInput("numbers", "numbers", NDARRAY),), (ItemOutput("out", NDARRAY),), **kwargs)
+
+
+@pytest.fixture
+def numbers_store(tmp_path):
+    from klio_assets.codecs import NDARRAY
+    from resources.media_store import LocalMediaStore
+    store = LocalMediaStore(str(tmp_path / "store"))
+    store.write_bytes(store.output_uri("numbers", "n1", ".npy"), NDARRAY.encode(np.array([1, 2])))
+    _ATTEMPTS["path"] = str(tmp_path / "attempts")
+    return store
+
+
+def test_retries_back_off_exponentially_then_succeed(numbers_store, monkeypatch):
+    waits = []
+    monkeypatch.setattr(items.time, "sleep", waits.append)
+    result = items.process_item(_task(flaky, retries=3, retry_backoff_s=0.5), numbers_store, "n1")
+    assert (result.status, result.retries) == ("materialized", 2)
+    assert waits == [0.5, 1.0]
+
+
+def test_retries_run_out_and_name_the_attempts(numbers_store, monkeypatch):
+    monkeypatch.setattr(items.time, "sleep", lambda s: None)
+    result = items.process_item(_task(flaky, retries=1, retry_backoff_s=0.1), numbers_store, "n1")
+    assert result.status == "failed"
+    assert result.reason == "ConnectionError: transient (after 2 attempts)"
+    assert result.retries == 1
+
+
+def test_only_listed_errors_are_retried(numbers_store, monkeypatch):
+    waits = []
+    monkeypatch.setattr(items.time, "sleep", waits.append)
+    result = items.process_item(_task(raises_type_error, retries=3, retry_on=(ConnectionError,)), numbers_store, "n1")
+    assert (result.status, result.reason, waits) == ("failed", "TypeError: a bug, not worth retrying", [])
+
+
+def test_a_timed_out_attempt_fails_the_item_and_is_retried(numbers_store, monkeypatch):
+    waits = []
+    monkeypatch.setattr(items.time, "sleep", waits.append)
+    result = items.process_item(_task(slow, timeout_s=0.2, retries=1, retry_backoff_s=0.1), numbers_store, "n1")
+    assert result.status == "failed"
+    assert result.reason == "ItemTimeout: timed out after 0.2 s (after 2 attempts)"
+    assert waits == [0.1]
+
+
+def test_retries_and_timeouts_are_set_per_asset_and_reported(instance, resources, store_root, catalogue_ids, tmp_path):
+    _ATTEMPTS["path"] = str(tmp_path / "asset-attempts")
+
+    @media_asset(retries=2, retry_backoff_s=0.01, timeout_s=20)
+    def flaky_peak(waveform: Waveform) -> np.ndarray:
+        with open(numbers_attempts_file(), "a") as f:
+            f.write("x")
+        if len(open(numbers_attempts_file()).read()) < 3:
+            raise ConnectionError("transient")
+        return np.abs(waveform.samples).max(keepdims=True)
+
+    spec = build_media_assets([waveform, flaky_peak]).specs_by_key[dg.AssetKey("flaky_peak")]
+    assert (spec.metadata["retries"], spec.metadata["timeout_s"]) == (2, 20)
+    result = materialize_ids([build_media_assets([waveform, flaky_peak])], [catalogue_ids[0]], instance, resources)
+    assert result.success
+    records = instance.fetch_materializations(dg.AssetKey("flaky_peak"), limit=1).records
+    assert records[0].asset_materialization.metadata["retries"].value == 2
+    assert run_summary(instance, "flaky_peak", result.run_id)["retried"] == 2
+
+
+# --- Metrics, progress and checks --------------------------------------------------------------
+
+def test_runs_report_counters_timing_and_progress(instance, store_root, catalogue_ids):
+    @media_asset
+    def slowish(waveform: Waveform) -> np.ndarray:
+        time.sleep(0.05)
+        return waveform.samples[:10]
+
+    ids = clone_sources(store_root, catalogue_ids, 12)
+    resources = {"media_storage": LocalMediaStorage(root=store_root),
+                 "beam_runner": BeamRunner(progress_interval_s=0.1)}
+    result = materialize_ids([build_media_assets([waveform, slowish])], ids, instance, resources)
+    assert result.success
+    summary = run_summary(instance, "slowish", result.run_id)
+    assert {k: summary[k] for k in ("received", "materialized", "skipped", "dropped", "failed", "retried")} == {
+        "received": 12, "materialized": 12, "skipped": 0, "dropped": 0, "failed": 0, "retried": 0}
+    assert 50 <= summary["item_ms_p50"] <= summary["item_ms_p90"] <= summary["item_ms_p99"] <= summary["item_ms_max"]
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    progress = [m for m in messages if m.startswith("'slowish': ") and "/ 12 media IDs done" in m]
+    assert progress, "no progress line while the pipeline ran"
+    done = [int(m.split(": ")[1].split(" /")[0]) for m in progress]
+    assert done == sorted(done) and all(0 <= d <= 12 for d in done)
+
+
+def test_built_in_assets_are_checked_per_partition(instance, resources, catalogue_ids):
+    ids = catalogue_ids[:2]
+    result = materialize_ids([build_media_assets(AUDIO_ASSETS)], ids, instance, resources)
+    evaluations = [e.dagster_event.event_specific_data
+                   for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+    by_check = {(e.asset_key.to_user_string(), e.check_name, e.partition): e.passed for e in evaluations}
+    for media_id in ids:
+        for asset in ("waveform", "spectrogram", "mel_spectrogram", "mfcc"):
+            assert by_check[(asset, "finite_values", media_id)] is True
+            assert by_check[(asset, "shape_and_dtype", media_id)] is True
+        for plot in ("waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"):
+            assert by_check[(plot, "image_size", media_id)] is True
+    assert len(by_check) == 2 * (4 * 2 + 4)
+
+
+def test_authors_attach_checks_and_failures_are_reported_not_fatal(instance, resources, catalogue_ids):
+    def at_most_100_frames(value, config):
+        return value.shape[-1] <= 100, f"{value.shape[-1]} frames"
+
+    @media_asset(checks=[ItemCheck("short", at_most_100_frames, "No more than 100 frames."),
+                         shape_and_dtype(lambda c: ((3,), "float64"))])
+    def framed(waveform: Waveform) -> np.ndarray:
+        return np.stack([waveform.samples] * 2).astype(np.float32)
+
+    assets = build_media_assets([waveform, framed])
+    assert {k.name for k in assets.check_keys if k.asset_key == dg.AssetKey("framed")} == {
+        "finite_values", "short", "shape_and_dtype"}
+    result = materialize_ids([assets], [catalogue_ids[0]], instance, resources, selection=["framed", "waveform"])
+    assert result.success  # checks report; they do not fail the run
+    evaluations = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data
+                   for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+                   if e.dagster_event.event_specific_data.asset_key == dg.AssetKey("framed")}
+    assert evaluations["finite_values"].passed
+    assert not evaluations["short"].passed and evaluations["short"].metadata["detail"].value == "33075 frames"
+    assert not evaluations["shape_and_dtype"].passed
+    assert evaluations["shape_and_dtype"].metadata["detail"].value == "got (2, 33075) float32, want (3) float64"

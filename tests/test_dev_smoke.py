@@ -3,64 +3,19 @@ new ID and let the sensor materialize it, shut down."""
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
-from klio_assets.backfill import DagsterWebserver
+from tests.dev_stack import start_dev_stack, wait_until
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = ["waveform", "spectrogram", "mel_spectrogram", "mfcc",
           "waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"]
 SUFFIX = {"waveform": ".wav", "waveform_plot": ".png", "spectrogram_plot": ".png",
           "mel_spectrogram_plot": ".png", "mfcc_plot": ".png"}
-LOCATION_STATUS = """{ locationStatusesOrError { __typename
-  ... on WorkspaceLocationStatusEntries { entries { name loadStatus } } } }"""
 PARTITION_STATUS = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
   ... on AssetNode { partitionStats { numMaterialized numPartitions } } } }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(condition, timeout_s: float, what: str, log_path: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if condition():
-                return
-        except Exception:  # the server is still starting
-            pass
-        time.sleep(1)
-    with open(log_path) as f:
-        tail = f.read()[-4000:]
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; dev log tail:\n{tail}")
-
-
-def wait_for_group_to_exit(pgid: int, timeout_s: float) -> list[str]:
-    """Command lines of the processes still in process group ``pgid`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        survivors = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                if os.getpgid(int(pid)) == pgid:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        survivors.append(f.read().replace(b"\0", b" ").decode()[:200])
-            except (ProcessLookupError, FileNotFoundError, PermissionError):
-                continue
-        if not survivors or time.monotonic() > deadline:
-            return survivors
-        time.sleep(0.5)
 
 
 def outputs_exist(data_root: str, media_id: str) -> bool:
@@ -69,28 +24,19 @@ def outputs_exist(data_root: str, media_id: str) -> bool:
 
 @pytest.mark.slow
 def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
-    port, data_root, log_path = free_port(), str(tmp_path / "data"), str(tmp_path / "dev.log")
-    emulator_port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "KLIO_DATA_ROOT": data_root,
-           "KLIO_DEMO_COUNT": "5", "KLIO_MAX_IDS_PER_RUN": "2", "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port)}
-    for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST"):
-        env.pop(name, None)
-    with open(log_path, "w") as log:
-        dev = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "dev.sh"), "-p", str(port),
-                                "-h", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    server = DagsterWebserver(f"http://127.0.0.1:{port}")
+    dev = start_dev_stack(str(tmp_path), demo_count=5, max_ids_per_run=2)
+    server, data_root = dev.server, dev.data_root
+    materialized = lambda: server.query(PARTITION_STATUS, {"key": {"path": ["mfcc_plot"]}})[  # noqa: E731
+        "assetNodeOrError"]["partitionStats"]
     try:
-        wait_until(lambda: server.query(LOCATION_STATUS)["locationStatusesOrError"]["entries"][0]["loadStatus"] == "LOADED",
-                   600, "the code location to load", log_path)
         assert sorted(k[0] for k in server.media_asset_keys()) == sorted(
             ASSETS + ["foreground_spectrogram", "background_spectrogram", "foreground_plot", "background_plot"])
 
         # Materialize one media ID, as the UI's "Materialize" on one partition does.
-        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        client = DagsterGraphQLClient("127.0.0.1", port_number=dev.port)
         run_id = client.submit_job_execution("media_job", tags={"dagster/partition": "demo-000-tone"})
         wait_until(lambda: client.get_run_status(run_id) in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE),
-                   300, f"run {run_id}", log_path)
+                   300, f"run {run_id}", dev.log_path)
         assert client.get_run_status(run_id) == DagsterRunStatus.SUCCESS
         assert outputs_exist(data_root, "demo-000-tone")
 
@@ -103,31 +49,18 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
             tags = {t["key"]: t["value"] for t in run["tags"]}
             assert "dagster/asset_partition_range_start" in tags and run["status"] == "SUCCESS"
         assert all(outputs_exist(data_root, i) for i in ids)
-        stats = server.query(PARTITION_STATUS, {"key": {"path": ["mfcc_plot"]}})["assetNodeOrError"]["partitionStats"]
-        assert stats == {"numMaterialized": 5, "numPartitions": 5}
+        assert materialized() == {"numMaterialized": 5, "numPartitions": 5}
 
         # New content: a file lands and its ID is published; the sensor does the rest.
         shutil.copy(os.path.join(data_root, "sources", "demo-001-chord.flac"),
                     os.path.join(data_root, "sources", "track-x.flac"))
-        publish = subprocess.run(
-            [os.path.join(os.path.dirname(sys.executable), "klio-publish"), "track-x"],
-            env={**env, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{emulator_port}"},
-            capture_output=True, text=True, timeout=120)
+        publish = dev.publish("track-x")
         assert publish.returncode == 0, publish.stderr
-        wait_until(lambda: outputs_exist(data_root, "track-x"), 300, "the sensor's run for track-x", log_path)
-        wait_until(lambda: server.query(PARTITION_STATUS, {"key": {"path": ["mfcc_plot"]}})
-                   ["assetNodeOrError"]["partitionStats"]["numMaterialized"] == 6,
-                   120, "track-x to show as materialized", log_path)
+        wait_until(lambda: outputs_exist(data_root, "track-x"), 300, "the sensor's run for track-x", dev.log_path)
+        wait_until(lambda: materialized()["numMaterialized"] == 6, 120, "track-x to show as materialized",
+                   dev.log_path)
     finally:
-        # Ctrl-C, as a person stops `dagster dev`: SIGINT to the whole process group.
-        os.killpg(dev.pid, signal.SIGINT)
-        try:
-            returncode = dev.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            raise
+        returncode, survivors = dev.stop()
     assert returncode == 0
-    survivors = wait_for_group_to_exit(dev.pid, timeout_s=30)
     assert not survivors, f"still running after dagster dev exited: {survivors}"
-    with socket.socket() as s:  # the Pub/Sub emulator was stopped too
-        assert s.connect_ex(("127.0.0.1", emulator_port)) != 0
+    assert dev.emulator_is_down()

@@ -1,0 +1,107 @@
+"""The README's dev command as a test fixture: start ``scripts/dev.sh`` on free ports, stop it with Ctrl-C."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from klio_assets.backfill import DagsterWebserver
+from resources.pubsub_emulator import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+LOCATION_STATUS = """{ locationStatusesOrError { __typename
+  ... on WorkspaceLocationStatusEntries { entries { name loadStatus } } } }"""
+
+
+def wait_until(condition, timeout_s: float, what: str, log_path: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # the server is still starting, or the element is not there yet
+            pass
+        time.sleep(1)
+    with open(log_path) as f:
+        tail = f.read()[-4000:]
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; dev log tail:\n{tail}")
+
+
+def processes_in_group(pgid: int) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getpgid(int(pid)) == pgid:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    found.append(f.read().replace(b"\0", b" ").decode()[:200])
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+    return found
+
+
+@dataclass
+class DevStack:
+    process: subprocess.Popen
+    port: int
+    emulator_port: int
+    data_root: str
+    log_path: str
+    env: dict
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def server(self) -> DagsterWebserver:
+        return DagsterWebserver(self.url)
+
+    def publish(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([os.path.join(BIN, "klio-publish"), *args],
+                              env={**self.env, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.emulator_port}"},
+                              capture_output=True, text=True, timeout=120)
+
+    def stop(self, group_timeout_s: float = 30) -> tuple[int, list[str]]:
+        """Ctrl-C, as a person stops it: SIGINT to the process group. Returns the exit code and the
+        command lines still in the group after ``group_timeout_s`` (Dagster's code servers stop on
+        their heartbeat a few seconds after ``dagster dev``)."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            returncode = self.process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise
+        deadline = time.monotonic() + group_timeout_s
+        while (survivors := processes_in_group(self.process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return returncode, survivors
+
+    def emulator_is_down(self) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.emulator_port)) != 0
+
+
+def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int) -> DevStack:
+    port, emulator_port = free_port(), free_port()
+    data_root, log_path = os.path.join(folder, "data"), os.path.join(folder, "dev.log")
+    env = {**os.environ, "DAGSTER_HOME": os.path.join(folder, "home"), "KLIO_DATA_ROOT": data_root,
+           "KLIO_DEMO_COUNT": str(demo_count), "KLIO_MAX_IDS_PER_RUN": str(max_ids_per_run),
+           "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port)}
+    for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST"):
+        env.pop(name, None)
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "dev.sh"), "-p", str(port),
+                                    "-h", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    stack = DevStack(process, port, emulator_port, data_root, log_path, env)
+    try:
+        wait_until(lambda: stack.server.query(LOCATION_STATUS)["locationStatusesOrError"]["entries"][0]
+                   ["loadStatus"] == "LOADED", 600, "the code location to load", log_path)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

@@ -1,0 +1,163 @@
+"""The UI workflows, in headless Chromium driven by Playwright, against the README's dev setup.
+
+Each step saves a screenshot to ``test-output/ui/``. The UI's effects are cross-checked through
+the webserver's GraphQL API (the run's logs, the backfill's runs).
+"""
+
+import os
+import re
+import shutil
+
+import pytest
+
+from tests.dev_stack import ROOT, start_dev_stack, wait_until
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = os.path.join(ROOT, "test-output", "ui")
+AUDIO = ["waveform", "spectrogram", "mel_spectrogram", "mfcc",
+         "waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"]
+DEMO_IDS = ["demo-000-tone", "demo-001-chord", "demo-002-sweep", "demo-003-noise", "demo-004-tone"]
+
+RUNS_FOR = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+  ... on Runs { results { runId status } } } }"""
+BACKFILLS = """{ partitionBackfillsOrError(limit: 5) { ... on PartitionBackfills {
+  results { id status runs { runId status } } } } }"""
+RUN_LOG = """query($runId: ID!) { logsForRun(runId: $runId, limit: 5000) {
+  ... on EventConnection { events { __typename ... on MessageEvent { message } } } } }"""
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory):
+    stack = start_dev_stack(str(tmp_path_factory.mktemp("ui")), demo_count=5, max_ids_per_run=2)
+    yield stack
+    returncode, survivors = stack.stop()
+    assert returncode == 0 and not survivors
+
+
+@pytest.fixture(scope="module")
+def page(dev):
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), "Chromium is missing: scripts/test.sh installs it (apt-get install chromium)"
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    os.makedirs(SCREENSHOTS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def visit(page, dev, path: str):
+    page.goto(dev.url + path)
+    skip = page.get_by_role("button", name="Skip")  # the first-visit "join the community" dialog
+    try:
+        skip.wait_for(timeout=3000)
+        skip.click()
+    except Exception:
+        pass
+
+
+def shoot(page, name: str):
+    page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=False)
+
+
+def run_messages(dev, run_id: str) -> list[str]:
+    events = dev.server.query(RUN_LOG, {"runId": run_id})["logsForRun"]["events"]
+    return [e["message"] for e in events if "message" in e]
+
+
+def launch_from_dialog(page, dev, ids: list[str], button: str):
+    visit(page, dev, "/locations/klio_assets/asset-groups/media")
+    page.get_by_role("button", name="Materialize all").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Select a partition or create one").click()
+    for media_id in ids:
+        page.get_by_role("menuitem", name=media_id).first.click()
+    page.keyboard.press("Escape")
+    return dialog.get_by_role("button", name=button)
+
+
+def test_a_asset_graph_shows_every_media_asset_partitioned_by_media_id(page, dev):
+    visit(page, dev, "/locations/klio_assets/asset-groups/media")
+    page.get_by_text("waveform", exact=True).first.wait_for()
+    wait_until(lambda: page.get_by_text(f"{len(DEMO_IDS)} partitions", exact=True).count() == len(AUDIO),
+               60, "every media asset node to show its partitions", dev.log_path)
+    shoot(page, "a-asset-graph")
+    for asset in AUDIO:
+        visit(page, dev, f"/assets/{asset}?view=partitions")
+        for media_id in DEMO_IDS:
+            page.get_by_text(media_id, exact=True).first.wait_for()
+        page.get_by_text(f"Missing ({len(DEMO_IDS)})").wait_for()
+    shoot(page, "a-partitions-of-mfcc_plot")
+
+
+def test_b_materialize_one_media_id_and_wait_for_success(page, dev):
+    launch = launch_from_dialog(page, dev, ["demo-000-tone"], "Launch 1 run")
+    shoot(page, "b-materialize-one-dialog")
+    launch.click()
+    runs = lambda: dev.server.query(RUNS_FOR, {"tags": [{"key": "dagster/partition", "value": "demo-000-tone"}]})[  # noqa: E731
+        "runsOrError"]["results"]
+    wait_until(lambda: len(runs()) == 1, 60, "the run to be created", dev.log_path)
+    run_id = runs()[0]["runId"]
+    visit(page, dev, f"/runs/{run_id}")
+    wait_until(lambda: page.get_by_text("Success", exact=True).count() > 0, 300, "the run to succeed", dev.log_path)
+    shoot(page, "b-run-succeeded")
+    assert runs()[0]["status"] == "SUCCESS"
+
+
+def test_c_backfill_several_ids_one_beam_pipeline_per_asset_per_run(page, dev):
+    ids = DEMO_IDS[1:]
+    launch = launch_from_dialog(page, dev, ids, "Launch backfill")
+    shoot(page, "c-backfill-dialog")
+    launch.click()
+    backfills = lambda: dev.server.query(BACKFILLS)["partitionBackfillsOrError"]["results"]  # noqa: E731
+    wait_until(lambda: len(backfills()) == 1, 60, "the backfill to be created", dev.log_path)
+    backfill_id = backfills()[0]["id"]
+    visit(page, dev, f"/runs/b/{backfill_id}")
+    wait_until(lambda: backfills()[0]["status"] != "REQUESTED", 600, "the backfill to complete", dev.log_path)
+    page.reload()
+    page.get_by_text(re.compile("Completed|Succeeded")).first.wait_for(timeout=60_000)
+    shoot(page, "c-backfill-completed")
+
+    [backfill] = backfills()
+    assert backfill["status"] == "COMPLETED_SUCCESS" and len(backfill["runs"]) == 2  # 4 IDs, 2 per run
+    for run in backfill["runs"]:
+        pipelines = [m for m in run_messages(dev, run["runId"]) if "one Beam pipeline" in m]
+        assert len(pipelines) == len(AUDIO), pipelines  # one per asset, not one per ID
+        assert all(m.endswith("over 2 media IDs") for m in pipelines)
+    visit(page, dev, f"/runs/{backfill['runs'][0]['runId']}")
+    page.get_by_text("one Beam pipeline", exact=False).first.wait_for(timeout=60_000)
+    shoot(page, "c-run-log-one-pipeline-per-asset")
+
+
+def test_d_a_published_id_appears_as_a_partition_with_a_sensor_run(page, dev):
+    shutil.copy(os.path.join(dev.data_root, "sources", "demo-002-sweep.ogg"),
+                os.path.join(dev.data_root, "sources", "track-ui.ogg"))
+    published = dev.publish("track-ui")
+    assert published.returncode == 0, published.stderr
+    visit(page, dev, "/assets/waveform?view=partitions")
+    wait_until(lambda: (page.reload(), page.get_by_text("track-ui", exact=True).first.wait_for(timeout=5000)),
+               120, "the published ID to appear as a partition", dev.log_path)
+    shoot(page, "d-new-partition")
+    visit(page, dev, "/runs")
+    wait_until(lambda: (page.reload(), page.get_by_text("pubsub_media_events").first.wait_for(timeout=5000)),
+               120, "the sensor's run to appear", dev.log_path)
+    shoot(page, "d-sensor-run")
+    wait_until(lambda: os.path.exists(os.path.join(dev.data_root, "mfcc_plot", "track-ui.png")), 300,
+               "the sensor's run to materialize track-ui", dev.log_path)
+
+
+def test_e_a_plot_partition_shows_its_image(page, dev):
+    visit(page, dev, "/assets/mel_spectrogram_plot?view=partitions&partition=demo-000-tone")
+    page.get_by_text("Show Markdown").first.click()
+    image = page.locator("img[src^='data:image/png']").first
+    image.wait_for()
+    wait_until(lambda: image.evaluate("img => img.complete && img.naturalWidth") == 640, 30,
+               "the plot image to render", dev.log_path)
+    shoot(page, "e-plot-in-metadata")

@@ -27,12 +27,12 @@ class BeamRunner(dg.ConfigurableResource):
         ),
     )
 
+    progress_interval_s: float = Field(
+        default=15.0, gt=0, description="Seconds between progress lines (done / total) while a pipeline runs.")
+
     def pipeline_options(self, job_name: str) -> PipelineOptions:
         return PipelineOptions([f"--runner={self.runner}", f"--job_name={job_name}",
                                 *self.pipeline_args])
-
-    progress_interval_s: float = Field(
-        default=15.0, gt=0, description="Seconds between progress lines (done / total) while a pipeline runs.")
 
     def run(self, task: ItemTask, store, media_ids: list[str], run_id: str,
             on_progress: Callable[[int, int], None] | None = None) -> PipelineOutcome:

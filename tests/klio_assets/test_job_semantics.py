@@ -151,19 +151,25 @@ def test_a_half_written_output_is_not_taken_as_fresh(instance, resources, store_
 
 # --- Retries, backoff and timeouts ------------------------------------------------------------
 
-def flaky(numbers: np.ndarray, attempts_file: str = "") -> np.ndarray:
-    with open(numbers_attempts_file(), "a") as f:
-        f.write("x")
-    if len(open(numbers_attempts_file()).read()) < 3:
-        raise ConnectionError("transient")
-    return numbers + 1
+_ATTEMPTS = {}  # "path": a file that gains one byte per attempt
 
 
-_ATTEMPTS = {}
-
-
-def numbers_attempts_file() -> str:
+def attempts_file() -> str:
     return _ATTEMPTS["path"]
+
+
+def fail_twice() -> None:
+    """Raise ConnectionError on the first two calls (counted in ``attempts_file()``)."""
+    with open(attempts_file(), "a") as f:
+        f.write("x")
+    with open(attempts_file()) as f:
+        if len(f.read()) < 3:
+            raise ConnectionError("transient")
+
+
+def flaky(numbers: np.ndarray) -> np.ndarray:
+    fail_twice()
+    return numbers + 1
 
 
 def slow(numbers: np.ndarray) -> np.ndarray:
@@ -227,10 +233,7 @@ def test_retries_and_timeouts_are_set_per_asset_and_reported(instance, resources
 
     @media_asset(retries=2, retry_backoff_s=0.01, timeout_s=20)
     def flaky_peak(waveform: Waveform) -> np.ndarray:
-        with open(numbers_attempts_file(), "a") as f:
-            f.write("x")
-        if len(open(numbers_attempts_file()).read()) < 3:
-            raise ConnectionError("transient")
+        fail_twice()
         return np.abs(waveform.samples).max(keepdims=True)
 
     spec = build_media_assets([waveform, flaky_peak]).specs_by_key[dg.AssetKey("flaky_peak")]

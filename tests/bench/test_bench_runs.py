@@ -1,0 +1,22 @@
+"""The benchmark command keeps working: a tiny run prints every row of its table with figures.
+(It asserts what is measured, never how fast: timings are for docs/BENCHMARKS.md, not for tests.)"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.slow
+def test_bench_prints_every_measure_with_figures():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--n", "4", "--seconds", "1",
+                          "--memory-n", "4"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = [line for line in run.stdout.splitlines() if line.startswith("| (")]
+    assert [line.split("|")[1].strip()[:3] for line in table] == ["(a)"] * (1 + 2 * ((os.cpu_count() or 1) > 1)) + ["(b)", "(e)"]
+    assert re.search(r"\(iii\)/\(i\) \d+\.\d\d, \(iii\)/\(ii\) \d+\.\d\d", table[0])
+    assert re.search(r"\| \d+ MiB \|", table[-1])

@@ -3,6 +3,7 @@
 Settings arrive from the environment here and nowhere else:
 
 - ``KLIO_DATA_ROOT``: the storage root (default ``./data``); sources in ``<root>/sources``.
+  A ``gs://bucket/path`` root selects Google Cloud Storage, with the same layout.
 - ``KLIO_MAX_IDS_PER_RUN``: the most media IDs a backfill or sensor run takes (default 500).
 - ``KLIO_PUBSUB_PROJECT``, ``KLIO_PUBSUB_TOPIC``, ``KLIO_PUBSUB_SUBSCRIPTION``,
   ``KLIO_PUBSUB_DEAD_LETTER_TOPIC``, ``KLIO_PUBSUB_OUTPUT_TOPIC``: where events come from and go
@@ -20,11 +21,12 @@ from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN, build_media_assets
 from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
 from resources.beam import BeamRunner
 from resources.pubsub import PubSubResource
-from resources.storage import LocalMediaStorage
+from resources.storage import GCSMediaStorage, LocalMediaStorage
 from sensors.pubsub_sensor import build_pubsub_sensor
 
 MAX_IDS_PER_RUN = int(os.environ.get("KLIO_MAX_IDS_PER_RUN", DEFAULT_MAX_IDS_PER_RUN))
 MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS
+DATA_ROOT = os.environ.get("KLIO_DATA_ROOT", "data")
 PUBSUB_CONFIGURED = bool(os.environ.get("KLIO_PUBSUB_PROJECT") or os.environ.get("PUBSUB_EMULATOR_HOST"))
 
 defs = dg.Definitions(
@@ -35,7 +37,8 @@ defs = dg.Definitions(
         default_status=dg.DefaultSensorStatus.RUNNING if PUBSUB_CONFIGURED else dg.DefaultSensorStatus.STOPPED,
     )],
     resources={
-        "media_storage": LocalMediaStorage(root=os.path.abspath(os.environ.get("KLIO_DATA_ROOT", "data"))),
+        "media_storage": GCSMediaStorage(root=DATA_ROOT) if DATA_ROOT.startswith("gs://")
+        else LocalMediaStorage(root=os.path.abspath(DATA_ROOT)),
         "beam_runner": BeamRunner(),
         "pubsub": PubSubResource(
             project=os.environ.get("KLIO_PUBSUB_PROJECT", "klio-dev"),

@@ -108,3 +108,53 @@ class LocalMediaStore(MediaStore):
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+class GCSMediaStore(MediaStore):
+    """A store in Google Cloud Storage; URIs are ``gs://bucket/path``, laid out as the local store.
+
+    Writes are atomic by GCS's own guarantee: an object becomes visible only when its upload
+    completes, and a failed upload leaves the previous generation in place. The client is made
+    on first use in each process (it does not travel with the pickled store). The Google client
+    finds credentials in the environment, or the GCS emulator through ``STORAGE_EMULATOR_HOST``.
+    """
+
+    def __init__(self, root: str, source_location: str | None = None,
+                 source_suffixes: Sequence[str] = DEFAULT_SOURCE_SUFFIXES, project: str | None = None):
+        for name, uri in (("root", root), ("source_location", source_location or root)):
+            if not uri.startswith("gs://") or len(uri) <= len("gs://"):
+                raise ValueError(f"GCS store {name} must be a gs://bucket[/path] URI, not {uri!r}")
+        super().__init__(root, source_location or posixpath.join(root.rstrip("/"), "sources"), source_suffixes)
+        self.project = project
+        self._client = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_client": None}
+
+    def _blob(self, uri: str):
+        from google.cloud import storage  # noqa: PLC0415 (only stores on GCS need the client)
+
+        if self._client is None:
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
+
+                self._client = storage.Client(project=self.project or "emulator", credentials=AnonymousCredentials())
+            else:
+                self._client = storage.Client(project=self.project)
+        bucket, _, name = uri[len("gs://"):].partition("/")
+        return self._client.bucket(bucket).blob(name)
+
+    def exists(self, uri: str) -> bool:
+        return self._blob(uri).exists()
+
+    def read_bytes(self, uri: str) -> bytes:
+        return self._blob(uri).download_as_bytes()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        self._blob(uri).upload_from_string(data)
+
+    def list_uris(self, prefix: str) -> list[str]:
+        blob = self._blob(prefix.rstrip("/") + "/")
+        pages = self._client.list_blobs(blob.bucket, prefix=blob.name, delimiter="/")
+        return sorted(f"gs://{blob.bucket.name}/{b.name}" for b in pages
+                      if not b.name[len(blob.name):].startswith("."))

@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from resources.media_store import DEFAULT_SOURCE_SUFFIXES, LocalMediaStore, MediaStore
+from resources.media_store import DEFAULT_SOURCE_SUFFIXES, GCSMediaStore, LocalMediaStore, MediaStore
 
 
 class LocalMediaStorage(dg.ConfigurableResource):
@@ -21,3 +21,19 @@ class LocalMediaStorage(dg.ConfigurableResource):
 
     def store(self) -> MediaStore:
         return LocalMediaStore(self.root, self.source_location, self.source_suffixes)
+
+
+class GCSMediaStorage(dg.ConfigurableResource):
+    """Media and asset outputs in Google Cloud Storage, laid out as ``gs://<bucket>/<path>/<asset>/<media_id><suffix>``."""
+
+    root: str = Field(description="gs://bucket[/path] that holds every asset's outputs.")
+    source_location: str | None = Field(
+        default=None, description="gs:// folder of source media. Default: <root>/sources.")
+    source_suffixes: list[str] = Field(
+        default=list(DEFAULT_SOURCE_SUFFIXES),
+        description="Suffixes tried in order to find a media ID's source object.")
+    project: str | None = Field(
+        default=None, description="Google Cloud project for the storage client; default: from the environment.")
+
+    def store(self) -> MediaStore:
+        return GCSMediaStore(self.root, self.source_location, self.source_suffixes, self.project)

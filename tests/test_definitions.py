@@ -38,6 +38,15 @@ def test_code_location_loads_with_the_dagster_cli(tmp_path):
     assert probe.stdout.strip().splitlines()[-1] == "37", probe.stderr
 
 
+def test_a_gs_data_root_selects_gcs_storage_by_configuration_alone(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "KLIO_DATA_ROOT": "gs://my-bucket/media"}
+    probe = subprocess.run(
+        [sys.executable, "-c", "from klio_assets.definitions import defs; r = defs.resources['media_storage'];"
+         "print(type(r).__name__, r.store().output_uri('mfcc', 't1', '.npy'))"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert probe.stdout.strip().splitlines()[-1] == "GCSMediaStorage gs://my-bucket/media/mfcc/t1.npy", probe.stderr
+
+
 def test_definitions_use_local_storage_and_the_direct_runner():
     resources = defs.resources
     assert resources["beam_runner"].runner == "DirectRunner"

@@ -1,3 +1,4 @@
+import itertools
 import os
 import shutil
 
@@ -7,10 +8,12 @@ import pytest
 from klio_assets.demo import write_catalogue
 from klio_assets.partitions import media_ids
 from resources.beam import BeamRunner
+from resources.pubsub import PubSubResource
 from resources.pubsub_emulator import PubSubEmulator
 from resources.storage import LocalMediaStorage
 
 CLIP_SECONDS = 1.5
+_names = itertools.count()
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +46,20 @@ def emulator():
     """The real Pub/Sub emulator, one per test session (tests that use it are marked slow)."""
     with PubSubEmulator(project="klio-test") as emulator:
         yield emulator
+
+
+@pytest.fixture
+def pubsub(emulator, monkeypatch) -> PubSubResource:
+    """Fresh topics and a subscription (10 s ack deadline) on the real emulator, per test."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+    n = next(_names)
+    resource = PubSubResource(project="klio-test", topic=f"events-{n}", subscription=f"events-{n}-sub",
+                              dead_letter_topic=f"dead-{n}", ack_deadline_seconds=10)
+    resource.ensure_exists()
+    resource.subscriber.create_subscription(request={
+        "name": resource.subscriber.subscription_path("klio-test", f"dead-{n}-sub"),
+        "topic": resource.topic_path(f"dead-{n}")})
+    return resource
 
 
 @pytest.fixture

@@ -1,5 +1,3 @@
-import itertools
-
 import dagster as dg
 import pytest
 
@@ -10,21 +8,6 @@ from sensors.pubsub_sensor import build_pubsub_sensor
 
 MEDIA_ASSETS = build_media_assets(AUDIO_ASSETS, max_ids_per_run=2)
 SENSOR = build_pubsub_sensor(AUDIO_ASSETS, max_ids_per_run=2)
-_names = itertools.count()
-
-
-@pytest.fixture
-def pubsub(emulator, monkeypatch) -> PubSubResource:
-    """Fresh topics and a subscription (10 s ack deadline) on the real emulator, per test."""
-    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
-    n = next(_names)
-    resource = PubSubResource(project="klio-test", topic=f"events-{n}", subscription=f"events-{n}-sub",
-                              dead_letter_topic=f"dead-{n}", ack_deadline_seconds=10)
-    resource.ensure_exists()
-    resource.subscriber.create_subscription(request={
-        "name": resource.subscriber.subscription_path("klio-test", f"dead-{n}-sub"),
-        "topic": resource.topic_path(f"dead-{n}")})
-    return resource
 
 
 def pull_dead_letters(pubsub: PubSubResource) -> list:

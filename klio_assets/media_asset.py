@@ -306,8 +306,8 @@ def _run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence[Media
         listed = dict(list(problems.items())[:MAX_LISTED_PROBLEMS])
         raise dg.Failure(
             description=(f"{len(failed)} media ID(s) failed" if failed else "no media ID was materialized")
-            + f" and {len(dropped)} dropped; the others were materialized. Reasons per asset [media ID] "
-              "are in the metadata and in each asset's events.",
+            + f" and {len(dropped)} dropped" + ("; the others were materialized" if done else "")
+            + ". Reasons per asset [media ID] are in the metadata and in each asset's events.",
             metadata={"failed": len(failed), "dropped": len(dropped), "problems": dg.MetadataValue.json(listed)})
 
 

@@ -211,16 +211,12 @@ def _input_versions(task: ItemTask, store, media_id: str) -> dict[str, str | Non
     return versions
 
 
-def _fresh(task: ItemTask, store, media_id: str) -> bool:
-    inputs = None
+def _fresh(task: ItemTask, store, media_id: str, input_versions: dict[str, str | None]) -> bool:
     for output in task.outputs:
         record = _read_record(store, output.asset, media_id)
         if record is None or not store.exists(store.output_uri(output.asset, media_id, output.codec.suffix)):
             return False
-        if record.get("fingerprint") != task.fingerprint:
-            return False
-        inputs = _input_versions(task, store, media_id) if inputs is None else inputs
-        if record.get("inputs") != inputs:
+        if record.get("fingerprint") != task.fingerprint or record.get("inputs") != input_versions:
             return False
     return True
 
@@ -230,11 +226,12 @@ def process_item(task: ItemTask, store, media_id: str) -> ItemResult:
     started = time.perf_counter()
     retries = 0
     try:
-        if not task.force and _fresh(task, store, media_id):
+        # Read before the inputs themselves: an upstream rewrite after this makes the output stale.
+        input_versions = _input_versions(task, store, media_id)
+        if not task.force and _fresh(task, store, media_id, input_versions):
             outputs = {o.asset: {"uri": store.output_uri(o.asset, media_id, o.codec.suffix)} for o in task.outputs}
             return ItemResult(media_id, SKIPPED, "output exists from the same code version, config and "
                               "inputs (force to recompute)", outputs, time.perf_counter() - started)
-        input_versions = _input_versions(task, store, media_id)  # before reading: a rewrite makes us stale
         kwargs = _load_inputs(task, store, media_id)
         if task.config is not None:
             kwargs["config"] = task.config

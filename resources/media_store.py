@@ -7,7 +7,8 @@ Layout, as in Klio's data locations::
 
     <source_location>/<media_id><suffix>     source media (data input); suffix from a configured list
     <root>/<asset>/<media_id><suffix>        one asset's output for one media ID (data output)
-    <root>/<asset>/.klio/<media_id>.json     which code version and config produced that output
+    <root>/<asset>/.klio/<media_id>.json     what produced that output: code version and config
+                                             fingerprint, and the upstream outputs' versions
     <root>/_runs/<run_id>/<asset>/...        per-run scratch: per-item results and progress
 """
 
@@ -41,7 +42,7 @@ class MediaStore(abc.ABC):
         return posixpath.join(self.root, asset, validate_media_id(media_id) + suffix)
 
     def record_uri(self, asset: str, media_id: str) -> str:
-        """The small record written after an output: the fingerprint that produced it."""
+        """The small record written after an output: its fingerprint, version and upstream versions."""
         return posixpath.join(self.root, asset, ".klio", validate_media_id(media_id) + ".json")
 
     def source_candidates(self, media_id: str) -> list[str]:

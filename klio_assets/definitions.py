@@ -4,6 +4,8 @@ Settings arrive from the environment here and nowhere else:
 
 - ``KLIO_DATA_ROOT``: the storage root (default ``./data``); sources in ``<root>/sources``.
   A ``gs://bucket/path`` root selects Google Cloud Storage, with the same layout.
+- ``KLIO_BEAM_RUNNER`` (DirectRunner, DataflowRunner, DaskRunner), ``KLIO_BEAM_ARGS``,
+  ``KLIO_DATAFLOW_*`` and ``KLIO_DASK_*``: where the Beam pipelines run (see ``resources.beam``).
 - ``KLIO_MAX_IDS_PER_RUN``: the most media IDs a backfill or sensor run takes (default 500).
 - ``KLIO_PUBSUB_PROJECT``, ``KLIO_PUBSUB_TOPIC``, ``KLIO_PUBSUB_SUBSCRIPTION``,
   ``KLIO_PUBSUB_DEAD_LETTER_TOPIC``, ``KLIO_PUBSUB_OUTPUT_TOPIC``: where events come from and go
@@ -19,7 +21,7 @@ from jobs import media_job
 from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN, build_media_assets
 from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
-from resources.beam import BeamRunner
+from resources.beam import beam_runner_from_env
 from resources.pubsub import PubSubResource
 from resources.storage import GCSMediaStorage, LocalMediaStorage
 from sensors.pubsub_sensor import build_pubsub_sensor
@@ -39,7 +41,7 @@ defs = dg.Definitions(
     resources={
         "media_storage": GCSMediaStorage(root=DATA_ROOT) if DATA_ROOT.startswith("gs://")
         else LocalMediaStorage(root=os.path.abspath(DATA_ROOT)),
-        "beam_runner": BeamRunner(),
+        "beam_runner": beam_runner_from_env(),
         "pubsub": PubSubResource(
             project=os.environ.get("KLIO_PUBSUB_PROJECT", "klio-dev"),
             topic=os.environ.get("KLIO_PUBSUB_TOPIC", "klio-media-events"),

@@ -6,12 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.items import ItemResult, ItemTask
-from pipelines.transforms import BRANCHES, ProcessMediaItems, metrics_namespace
+from pipelines.transforms import ProcessMediaItems, metrics_namespace
 
 
 @dataclass
@@ -20,36 +19,45 @@ class PipelineOutcome:
     counters: dict[str, int]
 
 
+def build_item_pipeline(task: ItemTask, store, media_ids: list[str], options: PipelineOptions,
+                        scratch_uri: str, progress_interval_s: float = 10.0) -> beam.Pipeline:
+    """The pipeline that processes ``media_ids`` for ``task``: one ``ProcessMediaItems`` step whose
+    bundles write their per-item results under ``<scratch_uri>/results`` and their progress under
+    ``<scratch_uri>/progress``, through the store, so any runner whose workers reach the store
+    works (a local folder for the DirectRunner or Dask on one machine, ``gs://`` for Dataflow).
+
+    The pipeline ends at that step on purpose: runners that evaluate each branch of a graph on
+    its own (the DaskRunner does) would otherwise process the media more than once.
+    """
+    pipeline = beam.Pipeline(options=options)
+    (
+        pipeline
+        | "MediaIds" >> beam.Create(list(media_ids), reshuffle=False)
+        | f"Process[{task.name}]" >> ProcessMediaItems(task, store, f"{scratch_uri}/progress", progress_interval_s,
+                                                      results_prefix=f"{scratch_uri}/results")
+    )
+    return pipeline
+
+
 def run_item_pipeline(task: ItemTask, store, media_ids: list[str], options: PipelineOptions,
                       scratch_uri: str, on_progress: Callable[[int, int], None] | None = None,
                       progress_interval_s: float = 10.0) -> PipelineOutcome:
-    """Process ``media_ids`` for ``task`` in a single pipeline and wait for it to finish.
-
-    Per-item results are written as JSON lines under ``<scratch_uri>/results`` with Beam's own
-    file IO, so this works on any runner whose workers can reach that location (a local folder
-    for the DirectRunner, a ``gs://`` prefix for Dataflow), then read back here. While the
-    pipeline runs, ``on_progress(done, total)`` is called every ``progress_interval_s`` seconds.
+    """Process ``media_ids`` for ``task`` in a single pipeline, wait for it to finish and read the
+    per-item results back. While it runs, ``on_progress(done, total)`` is called every
+    ``progress_interval_s`` seconds.
     """
+    pipeline = build_item_pipeline(task, store, media_ids, options, scratch_uri, progress_interval_s)
     progress_prefix = f"{scratch_uri}/progress"
-    pipeline = beam.Pipeline(options=options)
-    outputs = (
-        pipeline
-        | "MediaIds" >> beam.Create(list(media_ids), reshuffle=False)
-        | f"Process[{task.name}]" >> ProcessMediaItems(task, store, progress_prefix, progress_interval_s)
-    )
-    (
-        [outputs[state] for state in BRANCHES]
-        | "AllResults" >> beam.Flatten()
-        | "ToJson" >> beam.Map(lambda r: json.dumps(r.to_json()))
-        | "WriteResults" >> beam.io.WriteToText(f"{scratch_uri}/results", file_name_suffix=".jsonl")
-    )
 
     finished: dict = {}
 
     def run():
         try:
             result = pipeline.run()
-            result.wait_until_finish()
+            try:
+                result.wait_until_finish()
+            finally:
+                _close_dask_client(result)
             finished["result"] = result
         except BaseException as e:  # re-raised in the caller's thread
             finished["error"] = e
@@ -62,7 +70,16 @@ def run_item_pipeline(task: ItemTask, store, media_ids: list[str], options: Pipe
             on_progress(_progress(store, progress_prefix), len(media_ids))
     if "error" in finished:
         raise finished["error"]
-    return PipelineOutcome(_read_results(f"{scratch_uri}/results"), _counters(finished["result"], task.name))
+    results = _read_results(store, f"{scratch_uri}/results")
+    return PipelineOutcome(results, _counters(finished["result"], task.name, results))
+
+
+def _close_dask_client(result) -> None:
+    """The DaskRunner leaves the ``distributed.Client`` it made open; close it, or every run
+    would leak a connection to the scheduler."""
+    client = getattr(result, "client", None)
+    if client is not None and hasattr(client, "close"):
+        client.close()
 
 
 def _progress(store, progress_prefix: str) -> int:
@@ -75,16 +92,23 @@ def _progress(store, progress_prefix: str) -> int:
     return done
 
 
-def _read_results(results_prefix: str) -> list[ItemResult]:
+def _read_results(store, results_prefix: str) -> list[ItemResult]:
     results = []
-    for match in FileSystems.match([results_prefix + "*.jsonl"])[0].metadata_list:
-        with FileSystems.open(match.path) as f:
-            results.extend(ItemResult.from_json(json.loads(line)) for line in f.read().splitlines())
+    for uri in store.list_uris(results_prefix):
+        results.extend(ItemResult.from_json(json.loads(line)) for line in store.read_bytes(uri).decode().splitlines())
     return results
 
 
-def _counters(result, name: str) -> dict[str, int]:
-    query = result.metrics().query(MetricsFilter().with_namespace(metrics_namespace(name)))
+def _counters(result, name: str, results: list[ItemResult]) -> dict[str, int]:
+    """Beam's counters for this asset; runners without metrics (the DaskRunner) get the same
+    counts from the per-item results."""
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(metrics_namespace(name)))
+    except NotImplementedError:
+        counters = {"received": len(results), "retried": sum(r.retries for r in results)}
+        for r in results:
+            counters[r.status] = counters.get(r.status, 0) + 1
+        return counters
     counters = {}
     for counter in query["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted

@@ -1,0 +1,126 @@
+"""Beam runners beyond the default DirectRunner.
+
+DataflowRunner cannot run here (no Google Cloud account): the test goes up to the boundary. It
+builds the real media pipeline with the runner resource's options, lets Beam's DataflowRunner
+translate it into its Dataflow job (``--dry_run`` stops just before submitting), and builds the
+job's environment (worker pool, image, autoscaling) with Beam's own code, as Beam does after
+staging files to GCS. Staging and submitting are the untested boundary.
+
+DaskRunner runs for real: a local ``dask.distributed`` cluster of worker processes materializes
+media assets through the same Dagster assets, and the outputs equal librosa's.
+"""
+
+import dagster as dg
+import pytest
+from apache_beam.runners.dataflow.internal import apiclient
+from distributed import LocalCluster
+
+from klio_assets.audio import AUDIO_ASSETS, mfcc
+from klio_assets.media_asset import build_media_assets
+from pipelines.run import build_item_pipeline
+from resources.beam import BeamRunner, DaskSettings, DataflowSettings, beam_runner_from_env
+from resources.media_store import GCSMediaStore
+from resources.storage import LocalMediaStorage
+from tests.conftest import materialize_ids, materialized_partitions, run_summary
+from tests.klio_assets.test_audio import assert_matches_librosa
+
+DATAFLOW = DataflowSettings(
+    project="klio-prod", region="europe-west1", temp_location="gs://klio-beam/tmp",
+    staging_location="gs://klio-beam/staging", sdk_container_image="europe-docker.pkg.dev/klio-prod/klio/beam-worker:1.0",
+    machine_type="n2-highmem-8", num_workers=2, max_num_workers=40,
+    service_account_email="klio-workers@klio-prod.iam.gserviceaccount.com", use_public_ips=False)
+
+
+def dataflow_job_request(runner: BeamRunner):
+    """The Dataflow job that Beam would submit for the mfcc pipeline over three IDs, and the
+    environment it would attach to it."""
+    options = runner.pipeline_options("klio-mfcc-0123abcd")
+    store = GCSMediaStore("gs://klio-media/catalogue")
+    pipeline = build_item_pipeline(mfcc.task(None), store, ["a", "b", "c"], options,
+                                   store.scratch_uri("0123abcd", "mfcc"))
+    job = pipeline.run().job
+    staged_pipeline = f"{job.google_cloud_options.staging_location}/pipeline.pb"
+    environment = apiclient.Environment([], job.options, apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
+                                        staged_pipeline, job.proto_pipeline).proto
+    return job, environment
+
+
+def test_dataflow_options_from_the_resource_reach_the_job_request():
+    runner = BeamRunner(runner="DataflowRunner", dataflow=DATAFLOW, pipeline_args=["--dry_run=True", "--no_auth"])
+    job, env = dataflow_job_request(runner)
+
+    cloud = job.google_cloud_options
+    assert (cloud.project, cloud.region, job.proto.name) == ("klio-prod", "europe-west1", "klio-mfcc-0123abcd")
+    assert cloud.staging_location.startswith("gs://klio-beam/staging/klio-mfcc-0123abcd.")
+    assert env.temp_storage_prefix.startswith("storage.googleapis.com/klio-beam/tmp")
+    assert env.service_account_email == "klio-workers@klio-prod.iam.gserviceaccount.com"
+    [pool] = env.worker_pools
+    assert (pool.machine_type, pool.num_workers) == ("n2-highmem-8", 2)
+    assert pool.autoscaling_settings.algorithm.name == "AUTOSCALING_ALGORITHM_BASIC"  # THROUGHPUT_BASED
+    assert pool.autoscaling_settings.max_num_workers == 40
+    assert pool.ip_configuration.name == "WORKER_IP_PRIVATE"
+    assert pool.worker_harness_container_image == DATAFLOW.sdk_container_image
+    assert {i.container_image for i in pool.sdk_harness_container_images} == {DATAFLOW.sdk_container_image}
+    # the media pipeline itself, with its per-item step, is what would be staged
+    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert {"MediaIds", "Process[mfcc]"} <= {n.split("/")[0] for n in names}
+
+
+def test_dataflow_settings_are_checked_before_anything_is_submitted():
+    with pytest.raises(ValueError, match="gs:// location"):
+        DataflowSettings(project="p", region="europe-west1", temp_location="/tmp/beam", sdk_container_image="i")
+    no_code = DataflowSettings(project="p", region="europe-west1", temp_location="gs://b/tmp")
+    with pytest.raises(ValueError, match="sdk_container_image"):
+        BeamRunner(runner="DataflowRunner", dataflow=no_code).pipeline_options("job")
+    with pytest.raises(ValueError, match="needs the `dataflow` settings"):
+        BeamRunner(runner="DataflowRunner").pipeline_options("job")
+    with pytest.raises(ValueError, match="needs the `dask` settings"):
+        BeamRunner(runner="DaskRunner").pipeline_options("job")
+    # Beam's own validation runs when the pipeline is built: a job name Dataflow refuses
+    bad_name = BeamRunner(runner="DataflowRunner", dataflow=DATAFLOW, pipeline_args=["--dry_run=True", "--no_auth"])
+    with pytest.raises(ValueError, match="job_name"):
+        build_item_pipeline(mfcc.task(None), GCSMediaStore("gs://m/c"), ["a"],
+                            bad_name.pipeline_options("Not_A_Valid_Name"), "gs://m/c/.scratch")
+
+
+def test_runner_from_environment_is_configuration_only():
+    assert beam_runner_from_env({}) == BeamRunner()
+    runner = beam_runner_from_env({
+        "KLIO_BEAM_RUNNER": "DataflowRunner", "KLIO_BEAM_ARGS": "--dry_run=True --no_auth",
+        "KLIO_DATAFLOW_PROJECT": "klio-prod", "KLIO_DATAFLOW_REGION": "europe-west1",
+        "KLIO_DATAFLOW_TEMP_LOCATION": "gs://klio-beam/tmp", "KLIO_DATAFLOW_MAX_NUM_WORKERS": "40",
+        "KLIO_DATAFLOW_SDK_CONTAINER_IMAGE": "img:1", "KLIO_DATAFLOW_USE_PUBLIC_IPS": "false"})
+    assert runner.dataflow == DataflowSettings(project="klio-prod", region="europe-west1",
+                                               temp_location="gs://klio-beam/tmp", max_num_workers=40,
+                                               sdk_container_image="img:1", use_public_ips=False)
+    _, env = dataflow_job_request(runner)
+    assert env.worker_pools[0].autoscaling_settings.max_num_workers == 40
+    dask = beam_runner_from_env({"KLIO_BEAM_RUNNER": "DaskRunner", "KLIO_DASK_CLIENT_ADDRESS": "tcp://s:8786"})
+    assert dask.dask == DaskSettings(client_address="tcp://s:8786")
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A real dask.distributed cluster: a scheduler and two worker processes on this machine."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster
+
+
+@pytest.mark.slow
+def test_media_assets_materialize_on_a_dask_cluster(dask_cluster, instance, store_root, catalogue_ids):
+    runner = BeamRunner(runner="DaskRunner",
+                        dask=DaskSettings(client_address=dask_cluster.scheduler_address, npartitions=2))
+    resources = {"media_storage": LocalMediaStorage(root=store_root), "beam_runner": runner}
+    features = ["waveform", "spectrogram", "mel_spectrogram", "mfcc"]
+    result = materialize_ids([build_media_assets(AUDIO_ASSETS)], catalogue_ids, instance, resources,
+                             selection=features)
+    assert result.success
+    for asset in features:
+        assert materialized_partitions(instance, asset) == set(catalogue_ids), asset
+    for media_id in catalogue_ids:
+        assert_matches_librosa(store_root, media_id)
+    # the items were processed by the cluster: one pipeline per asset, each in 2 partitions
+    dofn_tasks = dask_cluster.scheduler.task_prefixes["apply_dofn_to_bundle"].state_counts
+    assert dofn_tasks["memory"] == len(features) * 2
+    summary = run_summary(instance, "mfcc", result.run_id)
+    assert (summary["received"], summary["materialized"], summary["failed"]) == (4, 4, 0)

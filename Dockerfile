@@ -1,0 +1,46 @@
+# Two images from one file, both holding this project installed with the same Apache Beam SDK:
+#
+#   docker build -t REGISTRY/klio-assets:TAG .                           # code location (default)
+#   docker build --target beam-worker -t REGISTRY/klio-beam-worker:TAG . # Dataflow workers
+#
+# The code-location image serves the Dagster code location (`dagster api grpc`) in the Helm
+# chart's user deployment, and the K8sRunLauncher starts every run pod from it too. The
+# beam-worker image is Beam's own SDK container with this project added, for
+# KLIO_DATAFLOW_SDK_CONTAINER_IMAGE: Dataflow needs the SDK version of the launcher, so
+# BEAM_VERSION must equal the apache-beam installed in the code-location image (a test checks).
+ARG PYTHON_VERSION=3.11
+ARG BEAM_VERSION=2.77.0
+
+FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION} AS beam-worker
+WORKDIR /opt/klio
+COPY pyproject.toml README.md ./
+COPY klio_assets/ klio_assets/
+COPY pipelines/ pipelines/
+COPY resources/ resources/
+COPY sensors/ sensors/
+COPY jobs/ jobs/
+RUN pip install --no-cache-dir . \
+    && python -c "import apache_beam, klio_assets.audio; assert apache_beam.__version__ == '${BEAM_VERSION}'"
+# the entrypoint stays Beam's /opt/apache/beam/boot, which Dataflow starts
+
+FROM python:${PYTHON_VERSION}-slim-bookworm AS code-location
+ENV PYTHONUNBUFFERED=1 \
+    DAGSTER_HOME=/opt/dagster/dagster_home \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    MPLCONFIGDIR=/tmp/matplotlib
+WORKDIR /opt/klio
+COPY pyproject.toml README.md ./
+COPY klio_assets/ klio_assets/
+COPY pipelines/ pipelines/
+COPY resources/ resources/
+COPY sensors/ sensors/
+COPY jobs/ jobs/
+COPY workspace.yaml ./
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 10001 klio \
+    && mkdir -p "$DAGSTER_HOME" \
+    && chown klio "$DAGSTER_HOME"
+USER 10001
+EXPOSE 3030
+# The Helm chart passes its own arguments (dagsterApiGrpcArgs); this default serves the same module.
+CMD ["dagster", "api", "grpc", "--host", "0.0.0.0", "--port", "3030", "--module-name", "klio_assets.definitions"]

@@ -108,7 +108,7 @@ class DagsterWebserver:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0].strip("`: "))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0].replace("``", ""))
     parser.add_argument("ids", nargs="*", help="media IDs to backfill")
     parser.add_argument("--file", help="a file with one media ID per line")
     parser.add_argument("--all", action="store_true", help="every registered media ID")

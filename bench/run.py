@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from multiprocessing import Pool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,13 +72,31 @@ def plain_beam(paths: list[str], workers: int) -> float:
     return time.perf_counter() - started
 
 
+@contextmanager
+def project_instance():
+    """A fresh instance configured by the project's own dagster.yaml, as `dagster dev` uses it."""
+    previous = os.environ.get("DAGSTER_HOME")
+    with tempfile.TemporaryDirectory() as home:
+        shutil.copy(os.path.join(ROOT, "dagster.yaml"), home)
+        os.environ["DAGSTER_HOME"] = home
+        try:
+            with dg.DagsterInstance.get() as instance:
+                yield instance
+        finally:
+            if previous is None:
+                del os.environ["DAGSTER_HOME"]
+            else:
+                os.environ["DAGSTER_HOME"] = previous
+
+
 def project_backfill(root: str, ids: list[str], workers: int) -> float:
-    """One run over all IDs, as a backfill run: range tags, the three assets, a SQLite instance."""
+    """One run over all IDs, as a backfill run: range tags, the three assets, the project's
+    instance settings (dagster.yaml: SQLite)."""
     args = ["--direct_running_mode=in_memory"] if workers == 1 else [
         f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     for asset in CHAIN:
         shutil.rmtree(os.path.join(root, asset), ignore_errors=True)
-    with tempfile.TemporaryDirectory() as home, dg.instance_for_test(temp_dir=home) as instance:
+    with project_instance() as instance:
         instance.add_dynamic_partitions("media_ids", ids)
         started = time.perf_counter()
         result = dg.materialize(

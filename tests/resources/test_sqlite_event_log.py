@@ -1,0 +1,91 @@
+"""The local instance's event log keeps its SQLite connections open; everything else must behave
+as Dagster's own SQLite event log: other processes see every write at once, the webserver's
+live-log watcher wakes on each new event, and Dagster's storage reads the same files."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import dagster as dg
+import yaml
+
+from resources.sqlite_event_log import KeptOpenSqliteEventLogStorage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+media = dg.DynamicPartitionsDefinition(name="ids")
+
+
+@dg.multi_asset(specs=[dg.AssetSpec("x", partitions_def=media, skippable=True)], partitions_def=media)
+def step(context):
+    for key in context.partition_keys:
+        yield dg.AssetMaterialization(asset_key="x", partition=key, metadata={"n": len(key)})
+
+
+def write_instance_yaml(home, event_log: str) -> None:
+    settings = {"telemetry": {"enabled": False}}
+    if event_log == "kept-open":
+        settings["event_log_storage"] = {"module": "resources.sqlite_event_log",
+                                         "class": "KeptOpenSqliteEventLogStorage"}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+
+
+def materialize_range(instance, ids):
+    instance.add_dynamic_partitions("ids", ids)
+    return dg.materialize([step], instance=instance, tags={
+        "dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]})
+
+
+def test_the_project_instance_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text((open(os.path.join(ROOT, "dagster.yaml")).read()))
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.event_log_storage, KeptOpenSqliteEventLogStorage)
+        assert instance.event_log_storage._base_dir == str(tmp_path / "history" / "runs")
+
+
+def test_another_process_sees_every_write_while_the_connections_stay_open(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    write_instance_yaml(tmp_path, "kept-open")
+    read_back = ("import dagster as dg; i = dg.DagsterInstance.get(); "
+                 "print(sorted(i.get_materialized_partitions(dg.AssetKey('x'))))")
+    with dg.DagsterInstance.get() as instance:
+        assert materialize_range(instance, ["a", "b", "c"]).success
+        assert instance.event_log_storage._engines  # connections are open right now
+        # a new process, with Dagster's own SQLite event log, reads the same files
+        write_instance_yaml(tmp_path, "dagster-default")
+        seen = subprocess.run([sys.executable, "-c", read_back], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": ROOT}, check=True).stdout
+        assert seen.strip() == "['a', 'b', 'c']"
+
+
+def test_the_live_log_watcher_wakes_on_new_events(tmp_path, monkeypatch):
+    """The webserver follows a run's log by watching its file; writes now land in the WAL."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    write_instance_yaml(tmp_path, "kept-open")
+    with dg.DagsterInstance.get() as writer, dg.DagsterInstance.get() as watcher:
+        run = writer.create_run_for_job(dg.Definitions(assets=[step]).resolve_implicit_global_asset_job_def(),
+                                        run_config={})
+        seen, woke = [], threading.Event()
+
+        def callback(entry, _cursor):
+            seen.append(entry.message)
+            if entry.message == "second":
+                woke.set()
+
+        watcher.event_log_storage.watch(run.run_id, None, callback)
+        writer.report_engine_event("first", run)
+        writer.report_engine_event("second", run)
+        assert woke.wait(timeout=20), seen
+        assert [m for m in seen if m in ("first", "second")] == ["first", "second"]
+        watcher.event_log_storage.end_watch(run.run_id, callback)
+
+
+def test_it_holds_a_bounded_number_of_files_open(tmp_path):
+    storage = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    for n in range(40):
+        with storage.run_connection(f"run-{n}"):
+            pass
+    assert len(storage._engines) <= 16
+    storage.dispose()
+    assert storage._engines == {}

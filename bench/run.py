@@ -4,6 +4,10 @@
     (i) a plain loop over the same per-item functions, (ii) a plain Beam pipeline (no Dagster),
     (iii) this project's single-run backfill; each with one worker and with every core.
 (b) fixed cost of materializing one media ID end to end, beyond its compute.
+(c) ingestion: --ingest-n IDs published to the Pub/Sub emulator of a real `dagster dev` stack,
+    until all are partitions inside sensor runs (bench/scale.py);
+(d) scale: with --scale-n registered IDs, the partition page's GraphQL query, the sensor's tick
+    and the launch of a backfill of --launch-n IDs (bench/scale.py);
 (e) peak memory (RSS) of a backfill run over --memory-n items, in a child process.
 
 Every figure comes from this run; ratios compare figures measured minutes apart on the same
@@ -35,6 +39,8 @@ from klio_assets.media_asset import build_media_assets  # noqa: E402
 from klio_assets.media_types import SourceMedia  # noqa: E402
 from resources.beam import BeamRunner  # noqa: E402
 from resources.storage import LocalMediaStorage  # noqa: E402
+
+import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
 
 CHAIN = ["waveform", "mel_spectrogram", "mfcc"]
 FNS = {a.name: a.fn for a in AUDIO_ASSETS}
@@ -124,6 +130,9 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=200, help="clips for throughput (default 200)")
     parser.add_argument("--seconds", type=float, default=30.0, help="clip length (default 30)")
     parser.add_argument("--memory-n", type=int, default=1000, help="items for the memory run (default 1000)")
+    parser.add_argument("--ingest-n", type=int, default=10_000, help="IDs published for (c) (default 10000)")
+    parser.add_argument("--scale-n", type=int, default=100_000, help="registered IDs for (d) (default 100000)")
+    parser.add_argument("--launch-n", type=int, default=10_000, help="IDs in the backfill of (d) (default 10000)")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -150,6 +159,8 @@ def main() -> int:
                             capture_output=True, text=True, check=True)
     peak_mib = float(memory.stdout.strip().splitlines()[-1])
     shutil.rmtree(work, ignore_errors=True)
+    print("  ingestion and scale on a dagster dev stack ...", flush=True)
+    scale = scale_bench.run(args.ingest_n, args.scale_n, args.launch_n)
 
     loop_1 = rows[0][1]
     print()
@@ -166,6 +177,13 @@ def main() -> int:
               f"{rows[-1][3] / loop_1:.2f} | <= 0.65 |")
     print(f"| (b) fixed cost of one media ID beyond its compute | {one_project - one_loop:.2f} s | "
           f"compute {one_loop:.2f} s | | <= 3 s |")
+    print(f"| (c) ingestion of {args.ingest_n} published IDs until partitions in sensor runs | "
+          f"{scale['ingest_s']:.1f} s | publishing alone {scale['publish_s']:.1f} s | | <= 30 s |")
+    print(f"| (d) backfill launch of {args.launch_n} IDs ({scale['launch_runs']} runs), {scale['registered']} "
+          f"registered | {scale['launch_s']:.1f} s | GraphQL call {scale['launch_call_s']:.2f} s | | <= 30 s |")
+    print(f"| (d) sensor tick taking 100 new IDs, {scale['registered']} registered | {scale['tick_s']:.2f} s | | | |")
+    print(f"| (d) partition page (GraphQL) of an asset with {scale['registered']} partitions | "
+          f"{scale['partition_page_s']:.2f} s | | | |")
     print(f"| (e) peak RSS of a backfill run over {args.memory_n} items | {peak_mib:.0f} MiB | | | <= 1536 MiB |")
     return 0
 

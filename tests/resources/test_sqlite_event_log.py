@@ -89,3 +89,34 @@ def test_it_holds_a_bounded_number_of_files_open(tmp_path):
     assert len(storage._engines) <= 16
     storage.dispose()
     assert storage._engines == {}
+
+
+@dg.multi_asset(specs=[dg.AssetSpec("y", partitions_def=media, skippable=True)], partitions_def=media)
+def half_then_fail(context):
+    keys = list(context.partition_keys)
+    for key in keys[: len(keys) // 2]:
+        yield dg.AssetMaterialization(asset_key="y", partition=key)
+    raise dg.Failure("the second half failed")
+
+
+def test_planned_events_are_written_in_batches_and_failed_partitions_still_show(tmp_path, monkeypatch):
+    """Creating a run writes one planned event per partition, in one batch; Dagster's partition
+    statuses (materialized, failed) come out as with its own storage."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+    write_instance_yaml(tmp_path, "kept-open")
+    batches = []
+    original = KeptOpenSqliteEventLogStorage.store_event_batch
+    monkeypatch.setattr(KeptOpenSqliteEventLogStorage, "store_event_batch",
+                        lambda self, events: (batches.append(len(events)), original(self, events))[1])
+    ids = [f"id-{n:03d}" for n in range(40)]
+    with dg.DagsterInstance.get() as instance:
+        assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "1000"  # turned on by the storage
+        instance.add_dynamic_partitions("ids", ids)
+        result = dg.materialize([half_then_fail], instance=instance, raise_on_error=False, tags={
+            "dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]})
+        assert not result.success
+        assert 40 in batches  # the 40 planned events, as one batch
+        status = instance.get_status_by_partition(dg.AssetKey("y"), ids, media)
+        assert {k for k, v in status.items() if v.value == "MATERIALIZED"} == set(ids[:20])
+        assert {k for k, v in status.items() if v.value == "FAILED"} == set(ids[20:])

@@ -1,0 +1,177 @@
+"""Ingestion (c) and scale (d) against the real local stack: ``scripts/dev.sh`` (``dagster dev``
+with its daemon, the project's dagster.yaml and the Pub/Sub emulator).
+
+The stack's run queue is held (``max_concurrent_runs: 0``): runs are created and queued, as
+the sensor and a backfill create them, but none executes, so what is timed is ingestion and
+launch alone, not media work competing for the cores.
+
+(c) publish ``ingest_n`` new IDs with ``klio-publish``; time until every one is a partition and
+    inside a run the sensor created;
+(d) with ``scale_n`` registered IDs: the partition page's GraphQL query, the sensor's tick time
+    (from Dagster's own tick records) for a tick that takes 100 new IDs, and the time to launch
+    a backfill of ``launch_n`` IDs: the GraphQL call, then until the daemon has created every run.
+"""
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import dagster as dg  # noqa: E402
+
+from klio_assets.partitions import media_ids  # noqa: E402
+from tests.dev_stack import start_dev_stack  # noqa: E402
+
+SENSOR = "pubsub_media_events"
+LOCATION = {"repositoryLocationName": "klio_assets", "repositoryName": "__repository__"}
+PARTITION_PAGE = """
+query PartitionPage($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    ... on AssetNode {
+      partitionKeysByDimension { name partitionKeys }
+      assetPartitionStatuses {
+        ... on DefaultPartitionStatuses { materializedPartitions failedPartitions unmaterializedPartitions }
+      }
+    }
+  }
+}"""
+SENSOR_TICKS = """
+query Ticks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    ... on Sensor { sensorState { ticks(limit: 50) { id status timestamp endTimestamp } } }
+  }
+}"""
+
+
+@contextmanager
+def stack_with_held_queue(folder: str, max_ids_per_run: int):
+    home = os.path.join(folder, "home")
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(ROOT, "dagster.yaml")) as f:
+        settings = yaml.safe_load(f)
+    settings["concurrency"]["runs"]["max_concurrent_runs"] = 0  # queue runs, execute none
+    with open(os.path.join(home, "dagster.yaml"), "w") as f:
+        yaml.safe_dump(settings, f)
+    stack = start_dev_stack(folder, demo_count=2, max_ids_per_run=max_ids_per_run)
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = home
+    try:
+        with dg.DagsterInstance.get() as instance:
+            yield stack, instance
+    finally:
+        stack.stop()
+        if previous is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = previous
+
+
+def ids_in_runs(instance, runs) -> set[str]:
+    keys = instance.get_dynamic_partitions(media_ids.name)
+    index = {key: i for i, key in enumerate(keys)}
+    covered = set()
+    for run in runs:
+        start = run.tags.get("dagster/asset_partition_range_start")
+        end = run.tags.get("dagster/asset_partition_range_end")
+        if start in index and end in index:
+            covered.update(keys[index[start]:index[end] + 1])
+        elif "dagster/partition" in run.tags:
+            covered.add(run.tags["dagster/partition"])
+    return covered
+
+
+def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.25):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout_s} s: {what}")
+        time.sleep(poll_s)
+
+
+def sensor_runs(instance):
+    return instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": SENSOR}))
+
+
+def publish_and_wait(stack, instance, folder: str, ids: list[str], timeout_s: float) -> tuple[float, float]:
+    """Publish ``ids`` as events; return (seconds to publish, seconds until all are partitions
+    inside sensor runs), both from the start of publishing."""
+    path = os.path.join(folder, f"ids-{ids[0]}.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(ids) + "\n")
+    wanted = set(ids)
+    started = time.perf_counter()
+    published = stack.publish("--file", path)
+    if published.returncode != 0:
+        raise RuntimeError(f"klio-publish failed: {published.stderr[-2000:]}")
+    publish_s = time.perf_counter() - started
+    wait_for(lambda: wanted <= ids_in_runs(instance, sensor_runs(instance)), timeout_s,
+             f"{len(ids)} published IDs to be partitions in sensor runs")
+    return publish_s, time.perf_counter() - started
+
+
+def sensor_tick_seconds(server, after: float) -> list[float]:
+    """Durations of the finished ticks that started after ``after`` and requested runs."""
+    data = server.query(SENSOR_TICKS, {"selector": {**LOCATION, "sensorName": SENSOR}})
+    ticks = data["sensorOrError"]["sensorState"]["ticks"]
+    return [t["endTimestamp"] - t["timestamp"] for t in ticks
+            if t["endTimestamp"] and t["timestamp"] >= after and t["status"] == "SUCCESS"]
+
+
+def run(ingest_n: int, scale_n: int, launch_n: int, max_ids_per_run: int = 500, timeout_s: float = 600) -> dict:
+    figures: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder, \
+            stack_with_held_queue(folder, max_ids_per_run) as (stack, instance):
+        server = stack.server
+        # (c) ingestion
+        ingest_ids = [f"ingest-{i:06d}" for i in range(ingest_n)]
+        figures["publish_s"], figures["ingest_s"] = publish_and_wait(stack, instance, folder, ingest_ids, timeout_s)
+        figures["ingest_runs"] = len(sensor_runs(instance))
+
+        # (d) scale: register up to scale_n IDs
+        have = len(instance.get_dynamic_partitions(media_ids.name))
+        started = time.perf_counter()
+        extra = [f"catalogue-{i:06d}" for i in range(max(0, scale_n - have))]
+        for chunk in range(0, len(extra), 10_000):
+            instance.add_dynamic_partitions(media_ids.name, extra[chunk:chunk + 10_000])
+        figures["register_s"] = time.perf_counter() - started
+        figures["registered"] = len(instance.get_dynamic_partitions(media_ids.name))
+
+        page = []
+        for _ in range(3):
+            started = time.perf_counter()
+            data = server.query(PARTITION_PAGE, {"key": {"path": ["mfcc"]}})
+            page.append(time.perf_counter() - started)
+        keys = data["assetNodeOrError"]["partitionKeysByDimension"][0]["partitionKeys"]
+        assert len(keys) == figures["registered"], (len(keys), figures["registered"])
+        figures["partition_page_s"] = statistics.median(page)
+
+        tick_started = time.time()
+        new_ids = [f"new-{i:04d}" for i in range(100)]
+        publish_and_wait(stack, instance, folder, new_ids, timeout_s)
+        wait_for(lambda: sensor_tick_seconds(server, tick_started), 60, "the sensor tick to be recorded")
+        figures["tick_s"] = max(sensor_tick_seconds(server, tick_started))
+
+        # (d) backfill launch
+        launch_ids = instance.get_dynamic_partitions(media_ids.name)[-launch_n:]
+        asset_keys = server.media_asset_keys()
+        started = time.perf_counter()
+        backfill_id = server.launch_backfill(asset_keys, launch_ids)
+        figures["launch_call_s"] = time.perf_counter() - started
+        expected_runs = -(-len(launch_ids) // max_ids_per_run)
+
+        def backfill_runs():
+            return instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+
+        wait_for(lambda: len(backfill_runs()) >= expected_runs, timeout_s,
+                 f"{expected_runs} runs of backfill {backfill_id}", poll_s=0.5)
+        figures["launch_s"] = time.perf_counter() - started
+        assert set(launch_ids) <= ids_in_runs(instance, backfill_runs())
+        figures["launch_runs"] = expected_runs
+    return figures

@@ -54,7 +54,7 @@ class MediaStore(abc.ABC):
         return next((uri for uri in self.source_candidates(media_id) if self.exists(uri)), None)
 
     def scratch_uri(self, run_id: str, asset: str) -> str:
-        """A per-run, per-asset folder that Beam's own file IO can write to."""
+        """A per-run, per-asset folder for what a pipeline reports: per-item results and progress."""
         return posixpath.join(self.root, "_runs", run_id, asset)
 
     @abc.abstractmethod

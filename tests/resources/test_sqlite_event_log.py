@@ -8,6 +8,7 @@ import sys
 import threading
 
 import dagster as dg
+import pytest
 import yaml
 
 from resources.sqlite_event_log import KeptOpenSqliteEventLogStorage
@@ -20,6 +21,12 @@ media = dg.DynamicPartitionsDefinition(name="ids")
 def step(context):
     for key in context.partition_keys:
         yield dg.AssetMaterialization(asset_key="x", partition=key, metadata={"n": len(key)})
+
+
+@pytest.fixture(autouse=True)
+def restore_batch_size(monkeypatch):
+    """The storage turns on DAGSTER_EVENT_BATCH_SIZE for its process; undo that after each test."""
+    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
 
 
 def write_instance_yaml(home, event_log: str) -> None:
@@ -103,7 +110,6 @@ def test_planned_events_are_written_in_batches_and_failed_partitions_still_show(
     """Creating a run writes one planned event per partition, in one batch; Dagster's partition
     statuses (materialized, failed) come out as with its own storage."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
     write_instance_yaml(tmp_path, "kept-open")
     batches = []
     original = KeptOpenSqliteEventLogStorage.store_event_batch
@@ -120,3 +126,27 @@ def test_planned_events_are_written_in_batches_and_failed_partitions_still_show(
         status = instance.get_status_by_partition(dg.AssetKey("y"), ids, media)
         assert {k for k, v in status.items() if v.value == "MATERIALIZED"} == set(ids[:20])
         assert {k for k, v in status.items() if v.value == "FAILED"} == set(ids[20:])
+
+
+def test_partition_keys_are_cached_but_every_change_is_seen(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    write_instance_yaml(tmp_path, "kept-open")
+    with dg.DagsterInstance.get() as cached, dg.DagsterInstance.get() as other:
+        other.add_dynamic_partitions("ids", ["a", "b", "c"])
+        assert cached.get_dynamic_partitions("ids") == ["a", "b", "c"]
+        fetches = []
+        parent = type(cached.event_log_storage).__mro__[1].get_dynamic_partitions
+        monkeypatch.setattr(type(cached.event_log_storage).__mro__[1], "get_dynamic_partitions",
+                            lambda self, name: (fetches.append(name), parent(self, name))[1])
+        assert cached.get_dynamic_partitions("ids") == ["a", "b", "c"]
+        assert fetches == []  # unchanged: served from the cache
+        other.add_dynamic_partitions("ids", ["d"])
+        assert cached.get_dynamic_partitions("ids") == ["a", "b", "c", "d"]
+        other.delete_dynamic_partition("ids", "b")
+        assert cached.get_dynamic_partitions("ids") == ["a", "c", "d"]
+        # the newest row deleted and another added: SQLite may give the new row the same id
+        other.delete_dynamic_partition("ids", "d")
+        other.add_dynamic_partitions("ids", ["e"])
+        assert cached.get_dynamic_partitions("ids") == ["a", "c", "e"]
+        assert cached.get_dynamic_partitions("other") == []
+        assert len(fetches) == 4

@@ -11,14 +11,18 @@
 ARG PYTHON_VERSION=3.11
 ARG BEAM_VERSION=2.77.0
 
+# the project's files, once for both images
+FROM scratch AS source
+COPY pyproject.toml README.md workspace.yaml /src/
+COPY klio_assets/ /src/klio_assets/
+COPY pipelines/ /src/pipelines/
+COPY resources/ /src/resources/
+COPY sensors/ /src/sensors/
+COPY jobs/ /src/jobs/
+
 FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION} AS beam-worker
+COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
-COPY pyproject.toml README.md ./
-COPY klio_assets/ klio_assets/
-COPY pipelines/ pipelines/
-COPY resources/ resources/
-COPY sensors/ sensors/
-COPY jobs/ jobs/
 RUN pip install --no-cache-dir . \
     && python -c "import apache_beam, klio_assets.audio; assert apache_beam.__version__ == '${BEAM_VERSION}'"
 # the entrypoint stays Beam's /opt/apache/beam/boot, which Dataflow starts
@@ -28,14 +32,8 @@ ENV PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     MPLCONFIGDIR=/tmp/matplotlib
+COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
-COPY pyproject.toml README.md ./
-COPY klio_assets/ klio_assets/
-COPY pipelines/ pipelines/
-COPY resources/ resources/
-COPY sensors/ sensors/
-COPY jobs/ jobs/
-COPY workspace.yaml ./
 RUN pip install --no-cache-dir . \
     && useradd --create-home --uid 10001 klio \
     && mkdir -p "$DAGSTER_HOME" \

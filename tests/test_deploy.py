@@ -40,8 +40,9 @@ def dockerfile_arg(name: str) -> str:
     return re.search(rf"^ARG {name}=(\S+)$", DOCKERFILE, re.M).group(1)
 
 
-def copied_paths(stage: str) -> set[str]:
-    body = DOCKERFILE.split(f" AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
+def copied_paths() -> set[str]:
+    """What the `source` stage copies from the build context (both images install from it)."""
+    body = DOCKERFILE.split(" AS source\n", 1)[1].split("\nFROM ", 1)[0]
     return {src.rstrip("/") for line in re.findall(r"^COPY (.+) \S+$", body, re.M) for src in line.split()}
 
 
@@ -55,12 +56,14 @@ def test_dockerfile_matches_the_project():
     assert dockerfile_arg("BEAM_VERSION") == apache_beam.__version__
     assert dockerfile_arg("PYTHON_VERSION") == f"{sys.version_info.major}.{sys.version_info.minor}"
     packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages | {"pyproject.toml", "README.md"} <= copied_paths()
     for stage in ("beam-worker", "code-location"):
-        assert packages | {"pyproject.toml", "README.md"} <= copied_paths(stage), stage
+        body = DOCKERFILE.split(f" AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
+        assert "COPY --from=source /src /opt/klio" in body and "pip install --no-cache-dir ." in body, stage
     module = PYPROJECT["tool"]["dagster"]["module_name"]
     assert f'"--module-name", "{module}"' in DOCKERFILE
     dockerignore = (ROOT / ".dockerignore").read_text().split()
-    assert all(f"!{path}/" in dockerignore or f"!{path}" in dockerignore for path in copied_paths("code-location"))
+    assert all(f"!{path}/" in dockerignore or f"!{path}" in dockerignore for path in copied_paths())
 
 
 @pytest.mark.slow
@@ -69,7 +72,7 @@ def test_a_wheel_of_the_copied_files_loads_the_code_location(tmp_path):
     definition, from a folder that is not the repository."""
     context = tmp_path / "context"
     context.mkdir()
-    for path in copied_paths("code-location"):
+    for path in copied_paths():
         subprocess.run(["cp", "-r", ROOT / path, context / path], check=True)
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",

@@ -18,7 +18,7 @@ def test_bench_prints_every_measure_with_figures():
                          capture_output=True, text=True, timeout=1200, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     table = [line for line in run.stdout.splitlines() if line.startswith("| (")]
-    assert [line.split("|")[1].strip()[:3] for line in table] == ["(a)"] * (1 + 2 * ((os.cpu_count() or 1) > 1)) + ["(b)", "(c)", "(d)", "(d)", "(d)", "(e)"]
+    assert [line.split("|")[1].strip()[:3] for line in table] == ["(a)"] * (1 + 3 * ((os.cpu_count() or 1) > 1)) + ["(b)", "(c)", "(d)", "(d)", "(d)", "(e)"]
     assert re.search(r"\(iii\)/\(i\) \d+\.\d\d, \(iii\)/\(ii\) \d+\.\d\d", table[0])
     assert re.search(r"\| \d+ MiB \|", table[-1])
     assert re.search(r"ingestion of 20 published IDs .* \| \d+\.\d s \|", table[-5])

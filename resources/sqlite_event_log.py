@@ -35,19 +35,20 @@ import sqlalchemy as db
 from dagster import DagsterEventType, Field
 from dagster import _check as check
 from dagster._config import StringSource
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
-    SQLITE_BUSY_TIMEOUT_SECONDS,
-    SqliteEventLogStorage,
-    SqliteEventLogStorageWatchdog,
-)
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
     DynamicPartitionsTable,
     SqlEventLogStorageTable,
 )
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+    SqliteEventLogStorageWatchdog,
+)
 from dagster_shared.serdes import serialize_value
 from sqlalchemy.pool import StaticPool
+from watchdog.observers import Observer
 
 # Run shards are one file per run; a long-lived webserver reads many. Keep the newest few open.
 MAX_OPEN_SHARDS = 16
@@ -174,8 +175,6 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         """As the parent, but the watcher also wakes on writes to the WAL file: with connections
         kept open, the main database file changes only at checkpoints."""
         if not self._obs:
-            from watchdog.observers import Observer  # noqa: PLC0415 (as the parent does)
-
             self._obs = Observer()
             self._obs.start()
         watchdog = _WalAwareWatchdog(self, run_id, callback, cursor)

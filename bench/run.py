@@ -83,18 +83,10 @@ def plain_beam(paths: list[str], workers: int) -> float:
 @contextmanager
 def project_instance():
     """A fresh instance configured by the project's own dagster.yaml, as `dagster dev` uses it."""
-    previous = os.environ.get("DAGSTER_HOME")
     with tempfile.TemporaryDirectory() as home:
         shutil.copy(os.path.join(ROOT, "dagster.yaml"), home)
-        os.environ["DAGSTER_HOME"] = home
-        try:
-            with dg.DagsterInstance.get() as instance:
-                yield instance
-        finally:
-            if previous is None:
-                del os.environ["DAGSTER_HOME"]
-            else:
-                os.environ["DAGSTER_HOME"] = previous
+        with scale_bench.instance_at(home) as instance:
+            yield instance
 
 
 def project_backfill(root: str, ids: list[str], workers: int, runner: BeamRunner | None = None) -> float:

@@ -60,13 +60,23 @@ def stack_with_held_queue(folder: str, max_ids_per_run: int):
     with open(os.path.join(home, "dagster.yaml"), "w") as f:
         yaml.safe_dump(settings, f)
     stack = start_dev_stack(folder, demo_count=2, max_ids_per_run=max_ids_per_run)
+    try:
+        with instance_at(home) as instance:
+            yield stack, instance
+    finally:
+        stack.stop()
+
+
+@contextmanager
+def instance_at(home: str):
+    """The instance of the DAGSTER_HOME ``home``, with DAGSTER_HOME pointing there meanwhile
+    (the local event log finds its folder through it)."""
     previous = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = home
     try:
         with dg.DagsterInstance.get() as instance:
-            yield stack, instance
+            yield instance
     finally:
-        stack.stop()
         if previous is None:
             os.environ.pop("DAGSTER_HOME", None)
         else:

@@ -93,10 +93,13 @@ def _progress(store, progress_prefix: str) -> int:
 
 
 def _read_results(store, results_prefix: str) -> list[ItemResult]:
-    results = []
+    """One result per media ID: a retried bundle writes its items' results a second time."""
+    by_id = {}
     for uri in store.list_uris(results_prefix):
-        results.extend(ItemResult.from_json(json.loads(line)) for line in store.read_bytes(uri).decode().splitlines())
-    return results
+        for line in store.read_bytes(uri).decode().splitlines():
+            result = ItemResult.from_json(json.loads(line))
+            by_id[result.media_id] = result
+    return list(by_id.values())
 
 
 def _counters(result, name: str, results: list[ItemResult]) -> dict[str, int]:

@@ -35,7 +35,7 @@ class ProcessItemFn(beam.DoFn):
     at most every ``progress_interval_s`` seconds and at the end of each bundle, so that whoever
     launched the pipeline can report progress on any runner. With ``results_prefix`` set, each
     bundle writes its ``ItemResult``s to ``<results_prefix>/<random>.jsonl`` when it finishes (a
-    retried bundle writes a second file; readers keep one result per media ID).
+    retried bundle writes a second file; ``pipelines.run`` keeps one result per media ID).
     """
 
     def __init__(self, task, store, progress_prefix: str | None = None, progress_interval_s: float = 10.0,

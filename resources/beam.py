@@ -135,9 +135,7 @@ def beam_runner_from_env(environ=os.environ) -> BeamRunner:
     for name, cls in (("dataflow", DataflowSettings), ("dask", DaskSettings)):
         fields = {field: environ[f"KLIO_{name.upper()}_{field.upper()}"] for field in cls.model_fields
                   if f"KLIO_{name.upper()}_{field.upper()}" in environ}
-        if fields:
-            if "use_public_ips" in fields:
-                fields["use_public_ips"] = fields["use_public_ips"].lower() in ("1", "true", "yes")
+        if fields:  # pydantic converts the strings ("40", "false") to the fields' types
             settings[name] = cls(**fields)
     runner = environ.get("KLIO_BEAM_RUNNER", "DirectRunner")
     extra = shlex.split(environ["KLIO_BEAM_ARGS"]) if "KLIO_BEAM_ARGS" in environ else None

@@ -119,8 +119,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         types = {event.get_dagster_event().event_type for event in events if event.is_dagster_event}
         if len(events) < 2 or len(run_ids) != 1 or not types <= MIRRORED_ASSET_EVENTS | {
                 DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED}:
-            for event in events:
-                self.store_event(event)
+            super().store_event_batch(events)  # one by one
             return
         rows = [self._event_to_row(event) for event in events]
         with self.run_connection(run_ids.pop()) as conn:

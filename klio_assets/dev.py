@@ -4,14 +4,24 @@ Writes the demo catalogue and registers it; unless ``KLIO_PUBSUB_PROJECT`` names
 project, starts the Pub/Sub emulator (port ``KLIO_PUBSUB_EMULATOR_PORT``, default 8085) and
 creates the topics and subscription; then runs ``dagster dev`` with the given arguments and
 stops the emulator when it exits.
+
+The emulator keeps nothing on disk: a new one starts empty. So that a restart of the stack loses
+no event, ``klio-dev`` carries the messages still waiting on the input subscription (published
+but not yet acknowledged, whether the sensor saw them or not) over to the next emulator: on stop
+it drains them into ``$DAGSTER_HOME/pubsub-carry-over.jsonl``, and on start it publishes them
+again, each with the key it had (attribute ``klio_origin_key``), so that the sensor still
+recognises the ones it already recorded.
 """
 
+import base64
+import json
 import os
 import subprocess
 import sys
 
 DEV_PROJECT = "klio-dev"
 DEV_EMULATOR_PORT = 8085
+CARRY_OVER_FILE = "pubsub-carry-over.jsonl"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +48,21 @@ def main(argv: list[str] | None = None) -> int:
         env.update(PUBSUB_EMULATOR_HOST=emulator.host, KLIO_PUBSUB_PROJECT=DEV_PROJECT)
         os.environ.update(PUBSUB_EMULATOR_HOST=emulator.host)  # for ensure_exists below, this process only
         print(f"Pub/Sub emulator on {emulator.host}, project {DEV_PROJECT}")
+    carry_over = os.path.join(home, CARRY_OVER_FILE)
+    pubsub = None
     try:
         if emulator is not None:
-            PubSubResource(
+            pubsub = PubSubResource(
                 project=DEV_PROJECT,
                 topic=env.get("KLIO_PUBSUB_TOPIC", "klio-media-events"),
                 subscription=env.get("KLIO_PUBSUB_SUBSCRIPTION", "klio-media-events-dagster"),
                 dead_letter_topic=env.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "klio-media-events-dead-letter"),
                 output_topic=env.get("KLIO_PUBSUB_OUTPUT_TOPIC", "klio-media-outputs"),
-            ).ensure_exists()
+            )
+            pubsub.ensure_exists()
+            restored = restore_messages(pubsub, carry_over)
+            if restored:
+                print(f"Pub/Sub: {restored} message(s) carried over from the last emulator")
             print("publish events with: klio-publish <media_id> ...")
         # Start from DAGSTER_HOME: dagster warns about a dagster.yaml in the working folder that is
         # not DAGSTER_HOME's, and the repository root holds one.
@@ -59,7 +75,37 @@ def main(argv: list[str] | None = None) -> int:
             return dagster.wait()
     finally:
         if emulator is not None:
-            emulator.stop()
+            try:
+                saved = save_messages(pubsub, carry_over) if pubsub is not None else 0
+                if saved:
+                    print(f"Pub/Sub: {saved} message(s) not yet acknowledged, kept in {carry_over}")
+            finally:
+                emulator.stop()
+
+
+def save_messages(pubsub, path: str) -> int:
+    """Drain the input subscription into ``path`` (JSON lines, after any still there from a start
+    that failed to restore them); how many messages were saved."""
+    messages = pubsub.drain()
+    if messages:
+        kept = open(path).read() if os.path.exists(path) else ""
+        with open(path + ".tmp", "w") as f:
+            f.write(kept)
+            for data, attributes in messages:
+                f.write(json.dumps({"data": base64.b64encode(data).decode("ascii"), "attributes": attributes}) + "\n")
+        os.replace(path + ".tmp", path)
+    return len(messages)
+
+
+def restore_messages(pubsub, path: str) -> int:
+    """Publish the messages saved in ``path`` to the input topic, then remove it; how many."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        messages = [(base64.b64decode(m["data"]), m["attributes"]) for m in map(json.loads, f)]
+    pubsub.publish(pubsub.topic, messages)
+    os.remove(path)
+    return len(messages)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,23 @@ from google.cloud import pubsub_v1
 from pydantic import Field, PrivateAttr
 
 PULL_BATCH = 1000  # the most messages one pull returns
+ORIGIN_KEY_ATTRIBUTE = "klio_origin_key"
+"""Set on a message carried over from a stopped emulator: the key it had there (see ``klio-dev``)."""
+
+
+def message_key(message) -> str:
+    """What identifies a Pub/Sub message across restarts: ``<message ID>@<publish time in µs>``.
+
+    Message IDs alone repeat: a fresh emulator, or a recreated topic, numbers its messages from 1
+    again; the publish time tells them apart. A message carried over from a stopped emulator
+    keeps the key it had there (attribute ``klio_origin_key``).
+    """
+    origin = message.attributes.get(ORIGIN_KEY_ATTRIBUTE)
+    if origin:
+        return origin
+    published = message.publish_time
+    micros = int(published.timestamp()) * 1_000_000 + published.microsecond
+    return f"{message.message_id}@{micros}"
 
 
 class PubSubResource(dg.ConfigurableResource):
@@ -79,6 +96,16 @@ class PubSubResource(dg.ConfigurableResource):
                 break
             received.extend(response.received_messages)
         return received
+
+    def drain(self) -> list[tuple[bytes, dict[str, str]]]:
+        """Every message waiting on the subscription, not acknowledged, as ``(data, attributes)``
+        with its ``message_key`` in attribute ``klio_origin_key``: what ``klio-dev`` carries over
+        from an emulator it stops to the next one it starts."""
+        drained = []
+        while batch := self.pull(PULL_BATCH):
+            drained.extend((m.message.data, {**m.message.attributes, ORIGIN_KEY_ATTRIBUTE: message_key(m.message)})
+                           for m in batch)
+        return drained
 
     def acknowledge(self, ack_ids: Sequence[str]) -> None:
         for start in range(0, len(ack_ids), PULL_BATCH):

@@ -22,9 +22,9 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 @dataclass(frozen=True)
 class Received:
-    """A decoded event and the Pub/Sub message it came in."""
+    """A decoded event and the key of the Pub/Sub message it came in (``pubsub_sensor.message_key``)."""
 
-    message_id: str
+    message_key: str
     event: MediaEvent
 
 
@@ -34,12 +34,12 @@ class RunPlan:
     assets: tuple[str, ...]
     force: bool
     ping: bool
-    message_ids: tuple[str, ...]
+    message_keys: tuple[str, ...]
 
     @property
     def run_key(self) -> str:
         """Stable for the same messages and the same work, so a redelivered batch is not run twice."""
-        body = json.dumps([self.media_ids, self.assets, self.force, self.ping, sorted(self.message_ids)])
+        body = json.dumps([self.media_ids, self.assets, self.force, self.ping, sorted(self.message_keys)])
         return "pubsub-" + hashlib.sha256(body.encode()).hexdigest()[:32]
 
     def run_request(self) -> dg.RunRequest:
@@ -77,7 +77,7 @@ def plan_runs(received: Sequence[Received], registered: Sequence[str],
     batches: dict[tuple, dict[str, list[str]]] = {}
     for item in received:
         key = (selection_for(item.event, upstream), item.event.force, item.event.ping)
-        batches.setdefault(key, {}).setdefault(item.event.media_id, []).append(item.message_id)
+        batches.setdefault(key, {}).setdefault(item.event.media_id, []).append(item.message_key)
 
     known = set(registered)
     new_ids: list[str] = []
@@ -91,8 +91,8 @@ def plan_runs(received: Sequence[Received], registered: Sequence[str],
     plans = []
     for (assets, force, ping), ids in batches.items():
         for chunk in _contiguous_chunks(sorted(ids, key=position.__getitem__), position, max_ids_per_run):
-            message_ids = tuple(m for media_id in chunk for m in ids[media_id])
-            plans.append(RunPlan(tuple(chunk), assets, force, ping, message_ids))
+            message_keys = tuple(m for media_id in chunk for m in ids[media_id])
+            plans.append(RunPlan(tuple(chunk), assets, force, ping, message_keys))
     return new_ids, plans
 
 

@@ -56,7 +56,7 @@ def test_duplicate_ids_run_once_and_the_run_key_names_every_message():
     events = received(MediaEvent("a"), MediaEvent("a"), MediaEvent("b"))
     _, plans = plan_runs(events, [], UPSTREAM, max_ids_per_run=10)
     assert len(plans) == 1 and plans[0].media_ids == ("a", "b")
-    assert sorted(plans[0].message_ids) == ["m0", "m1", "m2"]
+    assert sorted(plans[0].message_keys) == ["m0", "m1", "m2"]
     _, again = plan_runs(list(reversed(events)), [], UPSTREAM, max_ids_per_run=10)
     assert again[0].media_ids == ("b", "a")
     _, same = plan_runs(events, [], UPSTREAM, max_ids_per_run=10)

@@ -11,14 +11,13 @@ MFCCToPlot, WaveformToPlot. Defaults are librosa's. Every array output is checke
 finite values (added by the framework) and for its shape and dtype; every plot for its pixel size.
 """
 
-import io
-
 import librosa
 import numpy as np
 from dagster import Config
 from pydantic import Field
 
 from klio_assets.checks import image_size, shape_and_dtype
+from klio_assets.decoding import decode_source
 from klio_assets.media_asset import media_asset
 from klio_assets.media_types import PlotImage, SourceMedia, Waveform
 from klio_assets.plots import plot_time_frequency, plot_waveform
@@ -26,6 +25,9 @@ from klio_assets.plots import plot_time_frequency, plot_waveform
 
 class WaveformConfig(Config):
     sample_rate: int = Field(default=22050, gt=0, description="Resample the decoded audio to this rate (Hz).")
+    accept_truncated: bool = Field(
+        default=False, description="Keep the audio of a source that holds less than its header declares "
+                                   "(by default such a file fails, naming both lengths).")
 
 
 class StftConfig(Config):
@@ -57,8 +59,7 @@ PLOT_SIZE = image_size(lambda c: (round(c.width_inches * c.dpi), round(c.height_
 @media_asset(code_version="1", checks=[shape_and_dtype(lambda c: ((None,), "float32"))])
 def waveform(source: SourceMedia, config: WaveformConfig) -> Waveform:
     """The source media decoded to a mono float32 waveform at ``sample_rate`` Hz (WAV, FLAC, Ogg/Vorbis, MP3)."""
-    samples, sample_rate = librosa.load(io.BytesIO(source.data), sr=config.sample_rate, mono=True)
-    return Waveform(samples, int(sample_rate))
+    return decode_source(source, config.sample_rate, config.accept_truncated)
 
 
 @media_asset(code_version="1", checks=[shape_and_dtype(lambda c: ((1 + c.n_fft // 2, None), "float32"))])

@@ -81,11 +81,11 @@ class MediaAsset:
         return [i.asset for i in self.inputs if i.asset is not None]
 
     def task(self, raw_config: Mapping | None, force: bool = False,
-             outputs: Sequence[ItemOutput] | None = None) -> ItemTask:
+             outputs: Sequence[ItemOutput] | None = None, run_id: str | None = None) -> ItemTask:
         config = self.config_cls(**(raw_config or {})) if self.config_cls else None
         return ItemTask(self.name, self.fn, self.inputs, tuple(outputs or self.outputs), config,
                         self.code_version, force, self.timeout_s, self.retries, self.retry_backoff_s,
-                        self.retry_on, self.returns_dict)
+                        self.retry_on, self.returns_dict, run_id)
 
     def specs(self) -> list[dg.AssetSpec]:
         return [dg.AssetSpec(
@@ -282,11 +282,11 @@ def _run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence[Media
     force = tag_is_true(context.run.tags, FORCE_TAG) or context.op_config.get("force", False)
     store = context.resources.media_storage.store()
     runner = context.resources.beam_runner
-    done, dropped, failed = 0, {}, {}
+    done, dropped, failed = 0, {}, {}  # (asset, media ID) -> reason
     for media, outputs in work:
         context.log.info(f"'{media.name}': one Beam pipeline on {runner.runner} over "
                          f"{len(ids)} media IDs{' (forced)' if force else ''}")
-        task = media.task(context.op_config.get(media.name), force, outputs)
+        task = media.task(context.op_config.get(media.name), force, outputs, context.run_id)
         outcome = runner.run(task, store, ids, context.run_id, on_progress=lambda n, total, name=media.name:
                              context.log.info(f"'{name}': {n} / {total} media IDs done"))
         results = _results_by_id(ids, outcome.results)
@@ -294,21 +294,39 @@ def _run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence[Media
             if result.status in (MATERIALIZED, SKIPPED):
                 done += 1
             elif result.status == DROPPED:
-                dropped[f"{media.name} [{result.media_id}]"] = result.reason
+                dropped[(media.name, result.media_id)] = result.reason
             else:
-                failed[f"{media.name} [{result.media_id}]"] = result.reason
+                failed[(media.name, result.media_id)] = result.reason
         for output in outputs:
             yield from _report(context, output, results, outcome.counters)
         if media.event_output:
             _publish_event_output(context, media, outputs, results)
     if failed or (dropped and not done):
-        problems = {**failed, **dropped}
-        listed = dict(list(problems.items())[:MAX_LISTED_PROBLEMS])
-        raise dg.Failure(
-            description=(f"{len(failed)} media ID(s) failed" if failed else "no media ID was materialized")
-            + f" and {len(dropped)} dropped" + ("; the others were materialized" if done else "")
-            + ". Reasons per asset [media ID] are in the metadata and in each asset's events.",
-            metadata={"failed": len(failed), "dropped": len(dropped), "problems": dg.MetadataValue.json(listed)})
+        raise _run_failure(failed, dropped, any_done=bool(done))
+
+
+def _run_failure(failed: dict[tuple[str, str], str], dropped: dict[tuple[str, str], str],
+                 any_done: bool) -> dg.Failure:
+    """The step's failure: media IDs counted once each (an ID whose ``mfcc`` failed is usually
+    dropped by ``mfcc_plot`` too), then per asset, with up to 200 reasons."""
+    failed_ids = {media_id for _, media_id in failed}
+    dropped_ids = {media_id for _, media_id in dropped} - failed_ids
+    per_asset: dict[str, dict[str, int]] = {}
+    for state, problems in (("failed", failed), ("dropped", dropped)):
+        for asset, _ in problems:
+            counts = per_asset.setdefault(asset, {"failed": 0, "dropped": 0})
+            counts[state] += 1
+    listed = {f"{asset} [{media_id}]": reason
+              for (asset, media_id), reason in list({**failed, **dropped}.items())[:MAX_LISTED_PROBLEMS]}
+    by_asset = ", ".join(f"{asset}: {', '.join(f'{n} {state}' for state, n in counts.items() if n)}"
+                         for asset, counts in per_asset.items())
+    head = (f"{len(failed_ids)} media ID(s) failed" if failed_ids else "no media ID was materialized") + (
+        f" and {len(dropped_ids)} more were dropped" if dropped_ids else "")
+    return dg.Failure(
+        description=f"{head} ({by_asset})" + ("; the others were materialized" if any_done else "")
+        + ". Reasons per asset [media ID] are in the metadata and in each asset's events.",
+        metadata={"failed_media_ids": len(failed_ids), "dropped_media_ids": len(dropped_ids),
+                  "per_asset": dg.MetadataValue.json(per_asset), "problems": dg.MetadataValue.json(listed)})
 
 
 def _results_by_id(ids: list[str], results: list[ItemResult]) -> dict[str, ItemResult]:
@@ -329,14 +347,20 @@ def _ping(context: dg.AssetExecutionContext, assets: Sequence[str], ids: list[st
 def _report(context: dg.AssetExecutionContext, output: ItemOutput, results: dict[str, ItemResult],
             counters: dict[str, int]):
     """Per ID: a materialization and its check evaluations, or an observation saying why not.
-    Then one observation for the run: counters and per-item timing."""
+    A skipped (fresh) output that Dagster has no materialization of, because the run that wrote
+    it died before reporting it, is reported now, from its record. Then one observation for the
+    run: counters and per-item timing."""
     asset = output.asset
+    skipped = [media_id for media_id, r in results.items() if r.status == SKIPPED]
+    unreported = set(_unreported(context.instance, asset, {m: results[m].outputs[asset]["record"] for m in skipped}))
     for media_id, result in results.items():
-        if result.status == MATERIALIZED:
+        if result.status == MATERIALIZED or media_id in unreported:
             written = result.outputs[asset]
+            recovered = result.status == SKIPPED
+            checks = written["record"].get("checks", []) if recovered else written["checks"]
             yield dg.AssetMaterialization(asset_key=asset, partition=media_id,
                                           metadata=_materialization_metadata(asset, media_id, written, result))
-            for check in written["checks"]:
+            for check in checks:
                 yield dg.AssetCheckEvaluation(asset_key=dg.AssetKey(asset), check_name=check["name"],
                                               passed=check["passed"], partition=media_id,
                                               metadata={"detail": check["detail"]})
@@ -345,12 +369,44 @@ def _report(context: dg.AssetExecutionContext, output: ItemOutput, results: dict
                 context.log.error(f"'{asset}' [{media_id}] {result.status}: {result.reason}")
             yield dg.AssetObservation(asset_key=asset, partition=media_id,
                                       metadata={"status": result.status, "reason": result.reason})
+    if unreported:
+        context.log.warning(f"'{asset}': {len(unreported)} fresh output(s) had no materialization in Dagster "
+                            "(their run stopped before reporting them); recorded now from storage")
     ms = np.array([r.seconds * 1000 for r in results.values()] or [0.0])
     summary = {**{state: counters.get(state, 0) for state in ("received", *STATES, "retried")},
+               "recovered": len(unreported),
                **{f"item_ms_p{p}": round(float(np.percentile(ms, p)), 1) for p in (50, 90, 99)},
                "item_ms_max": round(float(ms.max()), 1), "run_id": context.run_id}
     context.log.info(f"'{asset}': {summary}")
     yield dg.AssetObservation(asset_key=asset, metadata=summary)
+
+
+RECONCILE_BATCH = 500
+
+
+def _unreported(instance: dg.DagsterInstance, asset: str, records: Mapping[str, dict]) -> list[str]:
+    """The media IDs among ``records`` (fresh outputs, by ID) whose latest materialization in
+    Dagster is missing or reports another output version than the stored record."""
+    key, unreported = dg.AssetKey(asset), []
+    ids = list(records)
+    for start in range(0, len(ids), RECONCILE_BATCH):
+        chunk = ids[start:start + RECONCILE_BATCH]
+        latest: dict[str, str | None] = {}
+        cursor = None
+        while len(latest) < len(chunk):
+            page = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk), limit=1000, cursor=cursor)
+            for record in page.records:  # newest first
+                version = record.asset_materialization.metadata.get("output_version")
+                latest.setdefault(record.partition_key, version.value if version else None)
+            if not page.has_more:
+                break
+            cursor = page.cursor
+        for media_id in chunk:
+            # A materialization from before output versions were reported counts as reported.
+            if media_id not in latest or latest[media_id] not in (None, records[media_id].get("version")):
+                unreported.append(media_id)
+    return unreported
 
 
 def _publish_event_output(context, media: MediaAsset, outputs: Sequence[ItemOutput],
@@ -369,8 +425,16 @@ def _publish_event_output(context, media: MediaAsset, outputs: Sequence[ItemOutp
 
 
 def _materialization_metadata(asset: str, media_id: str, written: dict, result: ItemResult) -> dict:
-    meta = dict(written["metadata"])
-    out: dict = {"path": dg.MetadataValue.path(written["uri"]), "compute_ms": round(result.seconds * 1000, 1)}
+    """What the UI shows for one written output; for a fresh output recovered from storage, what
+    its record kept, and which run wrote it."""
+    record = written.get("record")
+    meta = dict(record.get("metadata", {}) if record else written["metadata"])
+    out: dict = {"path": dg.MetadataValue.path(written["uri"])}
+    if record:
+        out.update(recovered_from_storage=True, written_by_run=str(record.get("run_id")),
+                   output_version=str(record.get("version")))
+    else:
+        out.update(compute_ms=round(result.seconds * 1000, 1), output_version=written["version"])
     png = meta.pop("png_base64", None)
     if png is not None:
         out["plot"] = dg.MetadataValue.md(f"![{asset} {media_id}](data:image/png;base64,{png})")

@@ -11,6 +11,7 @@ class SourceMedia(NamedTuple):
     media_id: str
     data: bytes
     suffix: str
+    uri: str = ""  # where it was read from, for messages
 
 
 class Waveform(NamedTuple):

@@ -40,7 +40,7 @@ class ItemInput:
     """One parameter of a per-item function: the source media (``asset`` is None) or an upstream output.
 
     For an upstream output ``codec`` is its ``klio_assets.codecs.Codec``; for the source media it is
-    a callable ``(media_id, data, suffix) -> value`` (``klio_assets.media_types.SourceMedia``).
+    a callable ``(media_id, data, suffix, uri) -> value`` (``klio_assets.media_types.SourceMedia``).
     """
 
     param: str
@@ -84,6 +84,7 @@ class ItemTask:
     retry_backoff_s: float = 1.0  # before retry n (1-based): retry_backoff_s * 2 ** (n - 1)
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     returns_dict: bool = False
+    run_id: str | None = None  # recorded beside each output: which run wrote it
 
     @property
     def fingerprint(self) -> str:
@@ -97,7 +98,8 @@ class ItemResult:
     media_id: str
     status: str
     reason: str = ""
-    outputs: dict = field(default_factory=dict)  # asset -> {"uri", "metadata", "checks": [...]}
+    # asset -> {"uri", "metadata", "checks": [...], "version"}; skipped: {"uri", "record"}
+    outputs: dict = field(default_factory=dict)
     seconds: float = 0.0
     retries: int = 0
 
@@ -136,7 +138,7 @@ def _load_inputs(task: ItemTask, store, media_id: str) -> dict[str, Any]:
                 tried = ", ".join(store.source_candidates(media_id))
                 raise _Dropped(f"source media not found (tried {tried})")
             suffix = uri[len(store.source_location) + 1 + len(media_id):]
-            values[spec.param] = spec.codec(media_id, store.read_bytes(uri), suffix)
+            values[spec.param] = spec.codec(media_id, store.read_bytes(uri), suffix, uri)
         else:
             uri = store.output_uri(spec.asset, media_id, spec.codec.suffix)
             if not store.exists(uri):
@@ -211,14 +213,26 @@ def _input_versions(task: ItemTask, store, media_id: str) -> dict[str, str | Non
     return versions
 
 
-def _fresh(task: ItemTask, store, media_id: str, input_versions: dict[str, str | None]) -> bool:
+def _fresh_records(task: ItemTask, store, media_id: str, input_versions: dict[str, str | None]) -> dict | None:
+    """Each output's record, if every output is fresh; otherwise None."""
+    records = {}
     for output in task.outputs:
         record = _read_record(store, output.asset, media_id)
         if record is None or not store.exists(store.output_uri(output.asset, media_id, output.codec.suffix)):
-            return False
+            return None
         if record.get("fingerprint") != task.fingerprint or record.get("inputs") != input_versions:
-            return False
-    return True
+            return None
+        records[output.asset] = record
+    return records
+
+
+def _record(task: ItemTask, version: str, input_versions: dict, metadata: dict, checks: list[dict]) -> bytes:
+    """What is stored beside an output: enough to tell whether it is fresh, and to report it to
+    Dagster again if the run that wrote it died before it could (the inline image left out)."""
+    return json.dumps({"fingerprint": task.fingerprint, "code_version": task.code_version, "version": version,
+                       "inputs": input_versions, "run_id": task.run_id,
+                       "metadata": {k: v for k, v in metadata.items() if k != "png_base64"},
+                       "checks": checks}).encode()
 
 
 def process_item(task: ItemTask, store, media_id: str) -> ItemResult:
@@ -228,8 +242,10 @@ def process_item(task: ItemTask, store, media_id: str) -> ItemResult:
     try:
         # Read before the inputs themselves: an upstream rewrite after this makes the output stale.
         input_versions = _input_versions(task, store, media_id)
-        if not task.force and _fresh(task, store, media_id, input_versions):
-            outputs = {o.asset: {"uri": store.output_uri(o.asset, media_id, o.codec.suffix)} for o in task.outputs}
+        records = None if task.force else _fresh_records(task, store, media_id, input_versions)
+        if records is not None:
+            outputs = {o.asset: {"uri": store.output_uri(o.asset, media_id, o.codec.suffix), "record": records[o.asset]}
+                       for o in task.outputs}
             return ItemResult(media_id, SKIPPED, "output exists from the same code version, config and "
                               "inputs (force to recompute)", outputs, time.perf_counter() - started)
         kwargs = _load_inputs(task, store, media_id)
@@ -241,16 +257,17 @@ def process_item(task: ItemTask, store, media_id: str) -> ItemResult:
         if missing:
             raise ValueError(f"'{task.name}' must return a dict with a value for each output; missing {missing}")
         outputs = {}
-        record = json.dumps({"fingerprint": task.fingerprint, "code_version": task.code_version,
-                             "version": uuid.uuid4().hex, "inputs": input_versions}).encode()
+        version = uuid.uuid4().hex
         for output in task.outputs:
-            data = output.codec.encode(values[output.asset])
+            value = values[output.asset]
+            data = output.codec.encode(value)
+            metadata = {**output.codec.describe(value), "size_bytes": len(data)}
+            checks = _run_checks(output, value, task.config)
             uri = store.output_uri(output.asset, media_id, output.codec.suffix)
             store.write_bytes(uri, data)
-            store.write_bytes(store.record_uri(output.asset, media_id), record)
-            outputs[output.asset] = {
-                "uri": uri, "metadata": {**output.codec.describe(values[output.asset]), "size_bytes": len(data)},
-                "checks": _run_checks(output, values[output.asset], task.config)}
+            store.write_bytes(store.record_uri(output.asset, media_id),
+                              _record(task, version, input_versions, metadata, checks))
+            outputs[output.asset] = {"uri": uri, "metadata": metadata, "checks": checks, "version": version}
         return ItemResult(media_id, MATERIALIZED, outputs=outputs, seconds=time.perf_counter() - started,
                           retries=retries)
     except _Dropped as e:

@@ -123,8 +123,13 @@ def test_bad_items_are_reported_and_do_not_sink_the_others(instance, resources, 
                              raise_on_error=False)
     assert not result.success  # an item failed: the run says so, after the others were materialized
     failure = result.failure_data_for_node("media_assets").user_failure_data
-    assert failure.metadata["failed"].value == 1
-    assert "LibsndfileError" in failure.metadata["problems"].value["waveform [corrupt-1]"]
+    assert (failure.metadata["failed_media_ids"].value, failure.metadata["dropped_media_ids"].value) == (1, 1)
+    assert failure.metadata["per_asset"].value["waveform"] == {"failed": 1, "dropped": 1}
+    assert failure.metadata["per_asset"].value["mfcc"] == {"failed": 0, "dropped": 2}
+    assert "1 media ID(s) failed and 1 more were dropped" in failure.description
+    corrupt = failure.metadata["problems"].value["waveform [corrupt-1]"]
+    assert "corrupt-1.flac (2,004 bytes) could not be decoded: tried soundfile" in corrupt
+    assert "object at 0x" not in corrupt
     assert "source media not found" in failure.metadata["problems"].value["waveform [missing-1]"]
     good = {catalogue_ids[0], catalogue_ids[3]}
     for asset in FEATURES:

@@ -21,12 +21,14 @@ A replaced source file is not detected: force the run, as in Klio.
 
 import hashlib
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipelines import isolation
+from pipelines.isolation import ItemTimeout
 
 MATERIALIZED = "materialized"
 SKIPPED = "skipped"
@@ -116,10 +118,6 @@ class _Dropped(Exception):
     """An input is missing: the item is dropped, not failed."""
 
 
-class ItemTimeout(Exception):
-    pass
-
-
 class _GaveUp(Exception):
     """The function failed on its last attempt."""
 
@@ -151,26 +149,10 @@ def _load_inputs(task: ItemTask, store, media_id: str) -> dict[str, Any]:
 
 
 def _call_with_timeout(fn: Callable, kwargs: dict, timeout_s: float | None):
-    """Call ``fn``; past ``timeout_s`` raise ``ItemTimeout``. Python cannot stop a running function:
-    the abandoned call finishes in a daemon thread and its result is discarded."""
+    """Call ``fn``; with ``timeout_s``, in this thread's child process, stopped past the timeout."""
     if timeout_s is None:
         return fn(**kwargs)
-    outcome: dict = {}
-
-    def target():
-        try:
-            outcome["value"] = fn(**kwargs)
-        except BaseException as e:  # handed to the caller below
-            outcome["error"] = e
-
-    thread = threading.Thread(target=target, daemon=True, name="media-item")
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise ItemTimeout(f"timed out after {timeout_s:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+    return isolation.for_this_thread().call(fn, kwargs, timeout_s)
 
 
 def _call_with_retries(task: ItemTask, kwargs: dict) -> tuple[Any, int]:

@@ -158,23 +158,28 @@ def attempts_file() -> str:
     return _ATTEMPTS["path"]
 
 
-def fail_twice() -> None:
-    """Raise ConnectionError on the first two calls (counted in ``attempts_file()``)."""
-    with open(attempts_file(), "a") as f:
+def fail_twice(path: str) -> None:
+    """Raise ConnectionError on the first two calls (counted in the file at ``path``)."""
+    with open(path, "a") as f:
         f.write("x")
-    with open(attempts_file()) as f:
+    with open(path) as f:
         if len(f.read()) < 3:
             raise ConnectionError("transient")
 
 
 def flaky(numbers: np.ndarray) -> np.ndarray:
-    fail_twice()
+    fail_twice(attempts_file())
     return numbers + 1
 
 
 def slow(numbers: np.ndarray) -> np.ndarray:
     threading.Event().wait(30)  # not time.sleep: the tests replace that to record backoff waits
     return numbers
+
+
+def never_returns(numbers: np.ndarray) -> np.ndarray:
+    while True:  # busy, in Python: a thread running this could never be stopped
+        pass
 
 
 def raises_type_error(numbers: np.ndarray) -> np.ndarray:
@@ -224,16 +229,46 @@ def test_a_timed_out_attempt_fails_the_item_and_is_retried(numbers_store, monkey
     monkeypatch.setattr(items.time, "sleep", waits.append)
     result = items.process_item(_task(slow, timeout_s=0.2, retries=1, retry_backoff_s=0.1), numbers_store, "n1")
     assert result.status == "failed"
-    assert result.reason == "ItemTimeout: timed out after 0.2 s (after 2 attempts)"
+    assert result.reason == "ItemTimeout: timed out after 0.2 s (its process was stopped) (after 2 attempts)"
     assert waits == [0.1]
 
 
+def test_a_timeout_stops_the_work_and_the_next_item_goes_on(numbers_store):
+    """Past the timeout the call's process is killed: no thread or process of it keeps running."""
+    import psutil
+
+    from pipelines import isolation
+
+    threads_before = set(threading.enumerate())
+    result = items.process_item(_task(never_returns, timeout_s=0.5, retries=1, retry_backoff_s=0.01),
+                                numbers_store, "n1")
+    assert (result.status, result.retries) == ("failed", 1)
+    assert "timed out after 0.5 s" in result.reason
+    assert set(threading.enumerate()) <= threads_before
+    busy = [p for p in psutil.Process().children(recursive=True) if p.status() == psutil.STATUS_RUNNING]
+    assert busy == [], f"still running after the timeout: {[p.cmdline() for p in busy]}"
+
+    # The same thread's next item (with a timeout) gets a fresh child and succeeds.
+    numbers_store.write_bytes(numbers_store.output_uri("numbers", "n2", ".npy"), items_codec().encode(np.array([5])))
+    ok = items.process_item(_task(lambda numbers: numbers * 2, timeout_s=30), numbers_store, "n2")
+    assert ok.status == "materialized", ok.reason
+    caller = isolation.for_this_thread()
+    assert caller.pid is not None and psutil.Process(caller.pid).status() != psutil.STATUS_RUNNING
+    caller.close()
+    assert not psutil.pid_exists(caller.pid or -1)
+
+
+def items_codec():
+    from klio_assets.codecs import NDARRAY
+    return NDARRAY
+
+
 def test_retries_and_timeouts_are_set_per_asset_and_reported(instance, resources, store_root, catalogue_ids, tmp_path):
-    _ATTEMPTS["path"] = str(tmp_path / "asset-attempts")
+    attempts = str(tmp_path / "asset-attempts")
 
     @media_asset(retries=2, retry_backoff_s=0.01, timeout_s=20)
     def flaky_peak(waveform: Waveform) -> np.ndarray:
-        fail_twice()
+        fail_twice(attempts)  # in a child process (timeout_s): state travels in the closure
         return np.abs(waveform.samples).max(keepdims=True)
 
     spec = build_media_assets([waveform, flaky_peak]).specs_by_key[dg.AssetKey("flaky_peak")]

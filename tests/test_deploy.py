@@ -146,6 +146,18 @@ def test_helm_instance_settings_equal_deploy_dagster_yaml():
     helm_run_resources = VALUES["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]
     assert launcher["run_k8s_config"]["container_config"] == helm_run_resources
     assert launcher["env_config_maps"] == [ENV_CONFIG_MAP["metadata"]["name"]]
+    assert VALUES["retention"]["enabled"] is True
+    assert VALUES["retention"]["sensor"]["purgeAfterDays"] == INSTANCE["retention"]["sensor"]["purge_after_days"]
+
+
+def test_tick_retention_is_set_and_loads_in_both_instances(tmp_path):
+    """Dagster keeps successful sensor ticks (each with the cursor) for ever by default."""
+    local = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    assert local["retention"] == INSTANCE["retention"]
+    assert set(local["retention"]["sensor"]["purge_after_days"]) == {"skipped", "success", "failure", "started"}
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump({"retention": local["retention"]}))
+    with dg.DagsterInstance.from_config(str(tmp_path)):  # Dagster validates the section here
+        pass
 
 
 def test_env_config_map_is_a_valid_manifest_that_configures_the_code(tmp_path):

@@ -9,7 +9,8 @@ Settings arrive from the environment here and nowhere else:
 - ``KLIO_MAX_IDS_PER_RUN``: the most media IDs a backfill or sensor run takes (default 500).
 - ``KLIO_PUBSUB_PROJECT``, ``KLIO_PUBSUB_TOPIC``, ``KLIO_PUBSUB_SUBSCRIPTION``,
   ``KLIO_PUBSUB_DEAD_LETTER_TOPIC``, ``KLIO_PUBSUB_OUTPUT_TOPIC``: where events come from and go
-  to (see ``resources.pubsub``). The sensor runs by default when a project is set or
+  to (see ``resources.pubsub``); ``KLIO_PUBSUB_ACK_DEADLINE_S``: the subscription's ack
+  deadline (default 60). The sensor runs by default when a project is set or
   ``PUBSUB_EMULATOR_HOST`` points at an emulator.
 """
 
@@ -48,6 +49,7 @@ defs = dg.Definitions(
             subscription=os.environ.get("KLIO_PUBSUB_SUBSCRIPTION", "klio-media-events-dagster"),
             dead_letter_topic=os.environ.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "klio-media-events-dead-letter"),
             output_topic=os.environ.get("KLIO_PUBSUB_OUTPUT_TOPIC", "klio-media-outputs"),
+            ack_deadline_seconds=int(os.environ.get("KLIO_PUBSUB_ACK_DEADLINE_S", "60")),
         ),
     },
     # Media assets run as one step that hands the work to Beam; running it in the run's own

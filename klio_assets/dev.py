@@ -6,11 +6,12 @@ creates the topics and subscription; then runs ``dagster dev`` with the given ar
 stops the emulator when it exits.
 
 The emulator keeps nothing on disk: a new one starts empty. So that a restart of the stack loses
-no event, ``klio-dev`` carries the messages still waiting on the input subscription (published
-but not yet acknowledged, whether the sensor saw them or not) over to the next emulator: on stop
-it drains them into ``$DAGSTER_HOME/pubsub-carry-over.jsonl``, and on start it publishes them
-again, each with the key it had (attribute ``klio_origin_key``), so that the sensor still
-recognises the ones it already recorded.
+no event, ``klio-dev`` carries the messages still on the input subscription (published but not
+yet acknowledged, whether the sensor saw them or not) over to the next emulator: on stop it
+drains them into ``$DAGSTER_HOME/pubsub-carry-over.jsonl``, waiting out the ack deadline
+(15 s here) for those a tick had pulled, and on start it publishes them again, each with the key
+it had (attribute ``klio_origin_key``), so that the sensor still recognises the ones it already
+recorded.
 """
 
 import base64
@@ -22,6 +23,9 @@ import sys
 DEV_PROJECT = "klio-dev"
 DEV_EMULATOR_PORT = 8085
 CARRY_OVER_FILE = "pubsub-carry-over.jsonl"
+DEV_ACK_DEADLINE_S = 15
+"""The local subscription's ack deadline: short, so that on stop the messages a sensor tick pulled
+but never saw recorded (the daemon died mid-tick) come back in time to be carried over."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if not env.get("KLIO_PUBSUB_PROJECT"):
         port = int(env.get("KLIO_PUBSUB_EMULATOR_PORT", DEV_EMULATOR_PORT))
         emulator = PubSubEmulator(project=DEV_PROJECT, port=port).start()
-        env.update(PUBSUB_EMULATOR_HOST=emulator.host, KLIO_PUBSUB_PROJECT=DEV_PROJECT)
+        env.update(PUBSUB_EMULATOR_HOST=emulator.host, KLIO_PUBSUB_PROJECT=DEV_PROJECT,
+                   KLIO_PUBSUB_ACK_DEADLINE_S=str(DEV_ACK_DEADLINE_S))
         os.environ.update(PUBSUB_EMULATOR_HOST=emulator.host)  # for ensure_exists below, this process only
         print(f"Pub/Sub emulator on {emulator.host}, project {DEV_PROJECT}")
     carry_over = os.path.join(home, CARRY_OVER_FILE)
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 subscription=env.get("KLIO_PUBSUB_SUBSCRIPTION", "klio-media-events-dagster"),
                 dead_letter_topic=env.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "klio-media-events-dead-letter"),
                 output_topic=env.get("KLIO_PUBSUB_OUTPUT_TOPIC", "klio-media-outputs"),
+                ack_deadline_seconds=DEV_ACK_DEADLINE_S,
             )
             pubsub.ensure_exists()
             restored = restore_messages(pubsub, carry_over)
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 def save_messages(pubsub, path: str) -> int:
     """Drain the input subscription into ``path`` (JSON lines, after any still there from a start
     that failed to restore them); how many messages were saved."""
-    messages = pubsub.drain()
+    messages = pubsub.drain(wait_s=pubsub.ack_deadline_seconds + 2)
     if messages:
         kept = open(path).read() if os.path.exists(path) else ""
         with open(path + ".tmp", "w") as f:

@@ -4,6 +4,7 @@ Works against real Pub/Sub (credentials from the environment, as for any Google 
 against the emulator: when ``PUBSUB_EMULATOR_HOST`` is set, google-cloud-pubsub talks to it.
 """
 
+import time
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
@@ -97,15 +98,25 @@ class PubSubResource(dg.ConfigurableResource):
             received.extend(response.received_messages)
         return received
 
-    def drain(self) -> list[tuple[bytes, dict[str, str]]]:
-        """Every message waiting on the subscription, not acknowledged, as ``(data, attributes)``
-        with its ``message_key`` in attribute ``klio_origin_key``: what ``klio-dev`` carries over
-        from an emulator it stops to the next one it starts."""
-        drained = []
-        while batch := self.pull(PULL_BATCH):
-            drained.extend((m.message.data, {**m.message.attributes, ORIGIN_KEY_ATTRIBUTE: message_key(m.message)})
-                           for m in batch)
-        return drained
+    def drain(self, wait_s: float = 0.0) -> list[tuple[bytes, dict[str, str]]]:
+        """Every message on the subscription, not acknowledged, as ``(data, attributes)`` with its
+        ``message_key`` in attribute ``klio_origin_key``: what ``klio-dev`` carries over from an
+        emulator it stops to the next one it starts. Messages that a subscriber pulled but did not
+        acknowledge come back only when their ack deadline passes: ``wait_s`` keeps pulling that
+        long to take them too."""
+        drained, seen = [], set()
+        deadline = time.monotonic() + wait_s
+        while True:
+            batch = self.pull(PULL_BATCH)
+            for m in batch:
+                key = message_key(m.message)
+                if key not in seen:
+                    seen.add(key)
+                    drained.append((m.message.data, {**m.message.attributes, ORIGIN_KEY_ATTRIBUTE: key}))
+            if not batch:
+                if time.monotonic() >= deadline:
+                    return drained
+                time.sleep(0.5)
 
     def acknowledge(self, ack_ids: Sequence[str]) -> None:
         for start in range(0, len(ack_ids), PULL_BATCH):

@@ -80,12 +80,23 @@ class DevStack:
             time.sleep(0.5)
         return returncode, survivors
 
+    def wait_until_loaded(self, timeout_s: float = 600) -> None:
+        try:
+            wait_until(lambda: self.server.query(LOCATION_STATUS)["locationStatusesOrError"]["entries"][0]
+                       ["loadStatus"] == "LOADED", timeout_s, "the code location to load", self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+
     def emulator_is_down(self) -> bool:
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", self.emulator_port)) != 0
 
 
-def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int) -> DevStack:
+def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int, wait: bool = True) -> DevStack:
+    """``scripts/dev.sh`` on free ports with its state in ``folder`` (start it again on the same
+    folder to restart it). ``wait``: until the code location has loaded (else call
+    ``wait_until_loaded``)."""
     port, emulator_port = free_port(), free_port()
     data_root, log_path = os.path.join(folder, "data"), os.path.join(folder, "dev.log")
     env = {**os.environ, "DAGSTER_HOME": os.path.join(folder, "home"), "KLIO_DATA_ROOT": data_root,
@@ -93,15 +104,11 @@ def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int) -> DevSt
            "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port)}
     for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST"):
         env.pop(name, None)
-    with open(log_path, "w") as log:
+    with open(log_path, "a") as log:
         process = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "dev.sh"), "-p", str(port),
                                     "-h", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     stack = DevStack(process, port, emulator_port, data_root, log_path, env)
-    try:
-        wait_until(lambda: stack.server.query(LOCATION_STATUS)["locationStatusesOrError"]["entries"][0]
-                   ["loadStatus"] == "LOADED", 600, "the code location to load", log_path)
-    except BaseException:
-        stack.stop()
-        raise
+    if wait:
+        stack.wait_until_loaded()
     return stack

@@ -83,10 +83,10 @@ def main() -> None:
             os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{stack.emulator_port}"
             pubsub = PubSubResource(project="klio-dev")
             time.sleep(30)  # let the demo registration and first ticks settle
-            rows = []
+            print(HEADER, flush=True)
             before, started = sizes(home), time.monotonic()
             time.sleep(args.idle_s)
-            rows.append(row("idle (sensor ticking every 5 s)", before, sizes(home), time.monotonic() - started))
+            print(row("idle (sensor ticking every 5 s)", before, sizes(home), time.monotonic() - started), flush=True)
             ticks_idle = ticks_and_cursor(home)
 
             before, started = sizes(home), time.monotonic()
@@ -95,17 +95,21 @@ def main() -> None:
                 time.sleep(max(0.0, started + (i + 1) / args.rate - time.monotonic()))
             elapsed = time.monotonic() - started
             after = sizes(home)
-            rows.append(row(f"stream, {args.rate:g} event/s (top-down, noisy 3 s clips)", before, after, elapsed))
+            print(row(f"stream, {args.rate:g} event/s (top-down, noisy 3 s clips)", before, after, elapsed))
             with instance_at(home) as instance:
                 done = len(instance.get_materialized_partitions(dg.AssetKey("mfcc_plot")))
+            ticks, largest = ticks_and_cursor(home)
+            print(f"\nstream: {count} events published, {done} media IDs fully materialized by the end of the stream")
+            print(f"ticks stored: {ticks_idle[0]} after the idle spell, {ticks} at the end; "
+                  f"largest tick body {largest} bytes", flush=True)
         finally:
-            stack.stop()
-        ticks, largest = ticks_and_cursor(home) if os.path.exists(home) else (0, 0)
-    print("| phase | minutes | runs + event logs, MB | sensor ticks, MB | other, MB | per hour, MB | per week, GB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print("\n".join(rows))
-    print(f"\nstream: {count} events published, {done} media IDs fully materialized by the end of the stream")
-    print(f"ticks stored: {ticks_idle[0]} after the idle spell, {ticks} at the end; largest tick body {largest} bytes")
+            started = time.monotonic()
+            returncode, survivors = stack.stop(group_timeout_s=60)
+            print(f"stack stopped in {time.monotonic() - started:.0f} s (exit {returncode}); left running: {survivors}")
+
+
+HEADER = ("| phase | minutes | runs + event logs, MB | sensor ticks, MB | other, MB | per hour, MB | per week, GB |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
 
 
 if __name__ == "__main__":

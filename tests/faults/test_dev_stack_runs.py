@@ -1,0 +1,144 @@
+"""Faults inside runs on the real dev stack: a run worker SIGKILLed mid-run, and a batch of bad
+sources. Afterwards what the UI shows (the partition statuses over GraphQL) equals storage."""
+
+import os
+import signal
+import time
+
+import dagster as dg
+import numpy as np
+import pytest
+import soundfile
+
+from tests.conftest import observations
+from tests.dev_stack import start_dev_stack, wait_until
+from tests.faults.test_run_killed import ASSETS, assert_whole, on_disk
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+
+PARTITION_STATUSES = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+  assetPartitionStatuses { ... on DefaultPartitionStatuses {
+    materializedPartitions failedPartitions materializingPartitions } } } } }"""
+RATE = 22050
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = start_dev_stack(str(tmp_path_factory.mktemp("faults")), demo_count=1, max_ids_per_run=500)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def instance(stack, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", stack.env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def noisy(path: str, seconds: float, seed: int) -> None:
+    samples = (0.2 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+    soundfile.write(path, samples, RATE, subtype="PCM_16")
+
+
+def ui_statuses(stack, asset: str) -> dict[str, set[str]]:
+    statuses = stack.server.query(PARTITION_STATUSES, {"key": {"path": [asset]}})["assetNodeOrError"][
+        "assetPartitionStatuses"]
+    return {k: set(v) for k, v in statuses.items()}
+
+
+def assert_ui_equals_disk(stack, ids: list[str]) -> None:
+    for asset in ASSETS:
+        shown = ui_statuses(stack, asset)
+        written = on_disk(stack.data_root, asset) & set(ids)
+        assert shown["materializedPartitions"] & set(ids) == written, (
+            f"{asset}: the UI shows {len(shown['materializedPartitions'] & set(ids))} materialized, "
+            f"storage holds {len(written)}: {sorted(written ^ (shown['materializedPartitions'] & set(ids)))[:10]}")
+        for media_id in written:
+            assert_whole(stack.data_root, asset, media_id)
+
+
+def run_worker_pid() -> int | None:
+    """The process executing a run: the code server's spawned child (Dagster's default launcher)."""
+    processes = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode()
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        processes[int(pid)] = (parent, command)
+    servers = {pid for pid, (_, command) in processes.items() if "dagster api grpc" in command}
+    return next((pid for pid, (parent, command) in processes.items()
+                 if parent in servers and "spawn_main" in command), None)
+
+
+def test_a_run_worker_killed_mid_run_is_retried_recomputing_nothing(stack, instance):
+    sources = os.path.join(stack.data_root, "sources")
+    ids = [f"killed-{i:02d}" for i in range(16)]
+    for i, media_id in enumerate(ids):
+        noisy(os.path.join(sources, media_id + ".wav"), 3.0, seed=i)
+    instance.add_dynamic_partitions("media_ids", ids)
+    backfill_id = stack.server.launch_backfill([[a] for a in ASSETS], ids)
+
+    wait_until(lambda: len(on_disk(stack.data_root, "spectrogram_plot") & set(ids)) >= 4, 300,
+               "the run to be writing its plots", stack.log_path)
+    worker = run_worker_pid()
+    assert worker is not None
+    before_kill = {(a, m): os.stat(os.path.join(stack.data_root, a, ".klio", m + ".json")).st_mtime_ns
+                   for a in ASSETS for m in on_disk(stack.data_root, a) & set(ids)}
+    os.kill(worker, signal.SIGKILL)
+
+    backfill = stack.server.wait_for_backfill(backfill_id, 600)
+    wait_until(lambda: any(r.tags.get("dagster/retry_number") == "1" and r.is_finished for r in instance.get_runs()),
+               300, "the retry of the killed run", stack.log_path)
+    runs = instance.get_runs()
+    [killed] = [r for r in runs if r.tags.get("dagster/backfill") == backfill_id and "dagster/retry_number" not in r.tags]
+    [retry] = [r for r in runs if r.tags.get("dagster/retry_number") == "1"]
+    figures = (f"killed with {len(before_kill)} outputs written; killed run {killed.status.value}, "
+               f"retry {retry.status.value}, backfill {backfill['status']}")
+    assert killed.status == dg.DagsterRunStatus.FAILURE and retry.status == dg.DagsterRunStatus.SUCCESS, figures
+    recomputed = [key for key, mtime in before_kill.items()
+                  if os.stat(os.path.join(stack.data_root, key[0], ".klio", key[1] + ".json")).st_mtime_ns != mtime]
+    assert recomputed == [], f"{figures}; recomputed after the kill: {recomputed[:10]}"
+    for asset in ASSETS:
+        assert on_disk(stack.data_root, asset) >= set(ids), figures
+    assert_ui_equals_disk(stack, ids)
+
+
+def test_a_batch_of_bad_sources_reports_each_and_materializes_the_rest(stack, instance):
+    sources = os.path.join(stack.data_root, "sources")
+    good = ["good-1", "good-2", "good-3"]
+    for i, media_id in enumerate(good):
+        noisy(os.path.join(sources, media_id + ".wav"), 3.0, seed=100 + i)
+    noisy(os.path.join(sources, "long-1.wav"), 120.0, seed=200)  # very long, and good
+    noisy(os.path.join(sources, "whole.wav"), 2.0, seed=300)
+    with open(os.path.join(sources, "whole.wav"), "rb") as f:
+        data = f.read()
+    with open(os.path.join(sources, "truncated-1.wav"), "wb") as f:
+        f.write(data[:len(data) // 2])
+    os.remove(os.path.join(sources, "whole.wav"))
+    open(os.path.join(sources, "empty-1.wav"), "wb").close()
+    with open(os.path.join(sources, "text-1.mp3"), "w") as f:
+        f.write("not audio at all\n")
+    reasons = {"truncated-1": "is truncated: its WAV header declares 2.000 s", "empty-1": "(0 bytes) is empty",
+               "text-1": "could not be decoded: tried soundfile", "missing-1": "source media not found"}
+    ids = good + ["long-1", *reasons]
+    instance.add_dynamic_partitions("media_ids", ids)
+
+    backfill = stack.server.wait_for_backfill(stack.server.launch_backfill([[a] for a in ASSETS], ids), 900)
+    assert backfill["status"] in ("COMPLETED_FAILED", "FAILED", "COMPLETED_SUCCESS"), backfill
+    [run] = backfill["runs"]
+    assert run["status"] == "FAILURE", "items failed, so the run says so"
+
+    reported = observations(instance, "waveform")
+    for media_id, reason in reasons.items():
+        assert reason in reported[media_id]["reason"], (media_id, reported[media_id])
+        assert "object at 0x" not in reported[media_id]["reason"]
+    for asset in ASSETS:
+        assert on_disk(stack.data_root, asset) & set(ids) == set(good) | {"long-1"}, asset
+        failed = ui_statuses(stack, asset)["failedPartitions"] & set(ids)
+        assert failed == set(reasons), (asset, failed)  # the run failed: every ID it did not write
+    assert_ui_equals_disk(stack, ids)

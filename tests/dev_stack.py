@@ -65,20 +65,33 @@ class DevStack:
                               env={**self.env, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.emulator_port}"},
                               capture_output=True, text=True, timeout=120)
 
-    def stop(self, group_timeout_s: float = 30) -> tuple[int, list[str]]:
+    def stop(self, group_timeout_s: float = 30, timeout_s: float = 240) -> tuple[int, list[str]]:
         """Ctrl-C, as a person stops it: SIGINT to the process group. Returns the exit code and the
         command lines still in the group after ``group_timeout_s`` (Dagster's code servers stop on
-        their heartbeat a few seconds after ``dagster dev``)."""
+        their heartbeat a few seconds after ``dagster dev``). Under load ``dagster dev`` may take a
+        minute to stop its daemon, and ``klio-dev`` then drains the emulator for 17 s."""
         os.killpg(self.process.pid, signal.SIGINT)
         try:
-            returncode = self.process.wait(timeout=90)
+            returncode = self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
+            self._kill_emulator()  # in a session of its own, so the group kill misses it
             raise
         deadline = time.monotonic() + group_timeout_s
         while (survivors := processes_in_group(self.process.pid)) and time.monotonic() < deadline:
             time.sleep(0.5)
         return returncode, survivors
+
+    def _kill_emulator(self) -> None:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    command = f.read()
+                if f"127.0.0.1:{self.emulator_port}".encode() in command or \
+                        f"--port={self.emulator_port}".encode() in command:
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                continue
 
     def wait_until_loaded(self, timeout_s: float = 600) -> None:
         try:

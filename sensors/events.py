@@ -28,32 +28,34 @@ class BadEvent:
 
 
 def parse_event(data: bytes, known_assets: frozenset[str] | set[str]) -> MediaEvent | BadEvent:
-    """Decode one message body; check the media ID and that every recipient is a known asset."""
-    event = _decode(data)
+    """Decode one message body; check the media ID and that every recipient is a known asset.
+    A reason names the format the body was read as (KlioMessage, JSON or text)."""
+    event, fmt = _decode(data)
     if isinstance(event, BadEvent):
         return event
     try:
         validate_media_id(event.media_id)
     except InvalidMediaId as e:
-        return BadEvent(str(e))
+        return BadEvent(f"{e} (read as {fmt})")
     unknown = sorted(set(event.recipients) - set(known_assets))
     if unknown:
         return BadEvent(f"media ID {event.media_id!r}: unknown asset(s) in recipients: {unknown}; "
-                        f"known: {sorted(known_assets)}")
+                        f"known: {sorted(known_assets)} (read as {fmt})")
     return event
 
 
-def _decode(data: bytes) -> MediaEvent | BadEvent:
+def _decode(data: bytes) -> tuple[MediaEvent | BadEvent, str]:
     klio = _from_klio_message(data)
     if klio is not None:
-        return klio
+        return klio, "KlioMessage"
     if data.lstrip()[:1] == b"{":
-        return _from_json(data)
+        return _from_json(data), "JSON"
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        return BadEvent(f"undecodable message: not a KlioMessage, JSON or UTF-8 text ({data[:32]!r}...)")
-    return MediaEvent(text.strip())
+        return BadEvent(f"undecodable message: tried KlioMessage (no item), JSON (not an object) and UTF-8 "
+                        f"text (invalid bytes): {data[:32]!r}..."), "text"
+    return MediaEvent(text.strip()), "text"
 
 
 def _from_klio_message(data: bytes) -> MediaEvent | BadEvent | None:
@@ -63,8 +65,11 @@ def _from_klio_message(data: bytes) -> MediaEvent | BadEvent | None:
         message.ParseFromString(data)
     except DecodeError:
         return None
-    # Some plain text parses as a message of unknown fields only; a KlioMessage names an item.
     if not (message.HasField("data") and (message.data.element or message.data.entity_id)):
+        # Some plain text parses as a message of unknown fields only; a KlioMessage has known ones.
+        if message.HasField("metadata") or message.HasField("data") or message.version != pb.UNKNOWN:
+            return BadEvent("empty media ID: the KlioMessage's data.element (and data.entity_id) is empty "
+                            "(read as KlioMessage)")
         return None
     if message.version == pb.V1 or (message.version == pb.UNKNOWN and not message.data.element):
         media_id = message.data.entity_id
@@ -87,7 +92,7 @@ def _from_json(data: bytes) -> MediaEvent | BadEvent:
     try:
         body = json.loads(data)
     except (UnicodeDecodeError, ValueError) as e:
-        return BadEvent(f"message looks like JSON but does not parse: {e}")
+        return BadEvent(f"message looks like JSON but does not parse (read as JSON): {e}")
     if not isinstance(body, dict) or not isinstance(body.get("element"), str):
         return BadEvent(f"JSON event needs a string 'element' (the media ID): {str(body)[:80]}")
     recipients = body.get("recipients") or []

@@ -60,6 +60,12 @@ def test_accepted_formats(data, expected):
     (b'{"element": "track-13", "recipients": "mfcc"}', "must be a list"),
     (b'{"element": "track-14", "force": "yes"}', "'force' must be true or false"),
     (bytes_field(2, bytes_field(3, b"\xff\xfe")) + varint_field(3, 2), "not UTF-8"),
+    # An empty element, as Klio's own client can send it: metadata (anyone), data.element="", V2.
+    (bytes_field(1, bytes_field(6, bytes_field(1, b""))) + bytes_field(2, b"") + varint_field(3, 2),
+     "empty media ID: the KlioMessage's data.element (and data.entity_id) is empty (read as KlioMessage)"),
+    (bytes_field(1, varint_field(4, 1)) + varint_field(3, 2), "empty media ID"),
+    (b"track 9", "(read as text)"),
+    (b'{"element": "../x"}', "letter or digit) (read as JSON)"),
 ])
 def test_bad_events_carry_a_reason(data, reason):
     event = parse_event(data, ASSETS)

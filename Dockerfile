@@ -21,6 +21,11 @@ COPY sensors/ /src/sensors/
 COPY jobs/ /src/jobs/
 
 FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION} AS beam-worker
+# FFmpeg decodes the sources soundfile cannot (M4A/AAC, WebM, MP4 audio); Debian's current build.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
 RUN pip install --no-cache-dir . \
@@ -32,6 +37,11 @@ ENV PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
     NUMBA_CACHE_DIR=/tmp/numba-cache \
     MPLCONFIGDIR=/tmp/matplotlib
+# FFmpeg decodes the sources soundfile cannot (M4A/AAC, WebM, MP4 audio); Debian's current build.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
 RUN pip install --no-cache-dir . \

@@ -58,7 +58,8 @@ PLOT_SIZE = image_size(lambda c: (round(c.width_inches * c.dpi), round(c.height_
 
 @media_asset(code_version="1", checks=[shape_and_dtype(lambda c: ((None,), "float32"))])
 def waveform(source: SourceMedia, config: WaveformConfig) -> Waveform:
-    """The source media decoded to a mono float32 waveform at ``sample_rate`` Hz (WAV, FLAC, Ogg/Vorbis, MP3)."""
+    """The source media decoded to a mono float32 waveform at ``sample_rate`` Hz (any format soundfile or
+    FFmpeg reads: WAV, AIFF, FLAC, Ogg, Opus, MP3, M4A/AAC, WebM, MP4 audio)."""
     return decode_source(source, config.sample_rate, config.accept_truncated)
 
 

@@ -4,6 +4,8 @@ Settings arrive from the environment here and nowhere else:
 
 - ``KLIO_DATA_ROOT``: the storage root (default ``./data``); sources in ``<root>/sources``.
   A ``gs://bucket/path`` root selects Google Cloud Storage, with the same layout.
+- ``KLIO_SOURCE_SUFFIXES``: the source file suffixes tried in order, comma-separated (default:
+  every format the decoder reads, ``resources.media_store.DEFAULT_SOURCE_SUFFIXES``).
 - ``KLIO_BEAM_RUNNER`` (DirectRunner, DataflowRunner, DaskRunner), ``KLIO_BEAM_ARGS``,
   ``KLIO_DATAFLOW_*`` and ``KLIO_DASK_*``: where the Beam pipelines run (see ``resources.beam``).
 - ``KLIO_MAX_IDS_PER_RUN``: the most media IDs a backfill or sensor run takes (default 500).
@@ -23,6 +25,7 @@ from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN, build_media_assets
 from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
 from resources.beam import beam_runner_from_env
+from resources.media_store import DEFAULT_SOURCE_SUFFIXES, parse_suffixes
 from resources.pubsub import PubSubResource
 from resources.storage import GCSMediaStorage, LocalMediaStorage
 from sensors.pubsub_sensor import build_pubsub_sensor
@@ -30,6 +33,7 @@ from sensors.pubsub_sensor import build_pubsub_sensor
 MAX_IDS_PER_RUN = int(os.environ.get("KLIO_MAX_IDS_PER_RUN", DEFAULT_MAX_IDS_PER_RUN))
 MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS
 DATA_ROOT = os.environ.get("KLIO_DATA_ROOT", "data")
+SOURCE_SUFFIXES = parse_suffixes(os.environ.get("KLIO_SOURCE_SUFFIXES") or ",".join(DEFAULT_SOURCE_SUFFIXES))
 PUBSUB_CONFIGURED = bool(os.environ.get("KLIO_PUBSUB_PROJECT") or os.environ.get("PUBSUB_EMULATOR_HOST"))
 
 defs = dg.Definitions(
@@ -40,8 +44,9 @@ defs = dg.Definitions(
         default_status=dg.DefaultSensorStatus.RUNNING if PUBSUB_CONFIGURED else dg.DefaultSensorStatus.STOPPED,
     )],
     resources={
-        "media_storage": GCSMediaStorage(root=DATA_ROOT) if DATA_ROOT.startswith("gs://")
-        else LocalMediaStorage(root=os.path.abspath(DATA_ROOT)),
+        "media_storage": GCSMediaStorage(root=DATA_ROOT, source_suffixes=SOURCE_SUFFIXES)
+        if DATA_ROOT.startswith("gs://")
+        else LocalMediaStorage(root=os.path.abspath(DATA_ROOT), source_suffixes=SOURCE_SUFFIXES),
         "beam_runner": beam_runner_from_env(),
         "pubsub": PubSubResource(
             project=os.environ.get("KLIO_PUBSUB_PROJECT", "klio-dev"),

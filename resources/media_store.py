@@ -20,7 +20,19 @@ from collections.abc import Sequence
 
 from klio_assets.partitions import validate_media_id
 
-DEFAULT_SOURCE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+DEFAULT_SOURCE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif",
+                           ".webm", ".mp4")
+"""Tried in this order; each is a format that ``klio_assets.decoding`` reads (soundfile or FFmpeg)."""
+
+
+def parse_suffixes(value: str, setting: str = "KLIO_SOURCE_SUFFIXES") -> list[str]:
+    """``".wav,.flac"`` -> ``[".wav", ".flac"]``; a ``ValueError`` names ``setting`` if it is malformed."""
+    suffixes = [s.strip() for s in value.split(",") if s.strip()]
+    bad = [s for s in suffixes if not s.startswith(".") or "/" in s or len(s) < 2]
+    if not suffixes or bad:
+        raise ValueError(f"{setting} must be a comma-separated list of file suffixes such as '.wav,.flac'; "
+                         f"got {value!r}" + (f" (not suffixes: {bad})" if bad else ""))
+    return suffixes
 
 
 class MediaStore(abc.ABC):
@@ -34,6 +46,7 @@ class MediaStore(abc.ABC):
     def __init__(self, root: str, source_location: str, source_suffixes: Sequence[str]):
         if not source_suffixes:
             raise ValueError("source_suffixes must name at least one suffix, e.g. ['.wav']")
+        parse_suffixes(",".join(source_suffixes), "source_suffixes")
         self.root = root.rstrip("/")
         self.source_location = source_location.rstrip("/")
         self.source_suffixes = tuple(source_suffixes)

@@ -5,6 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"
+"$ROOT/scripts/system_packages.sh" ffmpeg=/usr/bin/ffmpeg  # decodes M4A/AAC, WebM, MP4 audio
 # shellcheck disable=SC1091
 source "$ROOT/.venv/bin/activate"
 

@@ -52,3 +52,15 @@ def test_definitions_use_local_storage_and_the_direct_runner():
     assert resources["beam_runner"].runner == "DirectRunner"
     assert resources["media_storage"].root == os.path.abspath(os.environ.get("KLIO_DATA_ROOT", "data"))
     assert isinstance(defs.executor, dg.ExecutorDefinition)
+
+
+def test_source_suffixes_come_from_the_environment(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "KLIO_SOURCE_SUFFIXES": ".oga,.m4a"}
+    probe = subprocess.run(
+        [sys.executable, "-c", "from klio_assets.definitions import defs;"
+         "print(defs.resources['media_storage'].store().source_suffixes)"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert probe.stdout.strip().splitlines()[-1] == "('.oga', '.m4a')", probe.stderr
+    bad = subprocess.run([sys.executable, "-c", "import klio_assets.definitions"], cwd=ROOT,
+                         env={**env, "KLIO_SOURCE_SUFFIXES": "wav"}, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "KLIO_SOURCE_SUFFIXES must be a comma-separated list" in bad.stderr

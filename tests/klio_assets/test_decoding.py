@@ -67,3 +67,58 @@ def test_undecodable_files_name_path_size_and_what_was_tried(data, suffix, reaso
         decode_source(source(data, suffix), RATE)
     assert reason in str(failure.value)
     assert "object at 0x" not in str(failure.value)
+
+
+# --- Every format FFmpeg decodes, made offline by the test with Debian's ffmpeg -----------------
+
+FFMPEG_FORMATS = {  # suffix: encoder arguments
+    ".wav": ["-c:a", "pcm_s16le"], ".aiff": ["-c:a", "pcm_s16be"], ".flac": ["-c:a", "flac"],
+    ".ogg": ["-c:a", "libvorbis", "-q:a", "6"], ".oga": ["-c:a", "libvorbis", "-q:a", "6"],
+    ".opus": ["-c:a", "libopus", "-b:a", "128k"], ".mp3": ["-c:a", "libmp3lame", "-b:a", "192k"],
+    ".m4a": ["-c:a", "aac", "-b:a", "192k"], ".aac": ["-c:a", "aac", "-b:a", "192k", "-f", "adts"],
+    ".webm": ["-c:a", "libopus", "-b:a", "128k"],
+    ".mp4": ["-c:a", "aac", "-b:a", "192k", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-shortest"],
+}
+LOSSLESS = {".wav", ".aiff", ".flac"}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A 2 s stereo clip at 44.1 kHz, a tone in noise (noise keeps the codecs honest), as a WAV."""
+    folder = tmp_path_factory.mktemp("formats")
+    t = np.arange(2 * 44100) / 44100
+    rng = np.random.default_rng(11)
+    left = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)
+    stereo = np.stack([left, 0.8 * left], axis=1).astype(np.float32)
+    path = folder / "reference.wav"
+    soundfile.write(path, stereo, 44100, subtype="PCM_16")
+    return folder, path
+
+
+def encode(reference_wav, folder, suffix: str) -> bytes:
+    import subprocess
+    out = folder / f"clip{suffix}"
+    video = ["-f", "lavfi", "-i", "color=c=black:s=64x64:r=10"] if suffix == ".mp4" else []
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(reference_wav), *video,
+                    *FFMPEG_FORMATS[suffix], str(out)], check=True)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("suffix", sorted(FFMPEG_FORMATS))
+def test_every_common_format_decodes_to_the_same_waveform(reference, suffix):
+    folder, reference_wav = reference
+    expected, _ = librosa.load(reference_wav, sr=RATE, mono=True)  # the reference decode
+    decoded = decode_source(source(encode(reference_wav, folder, suffix), suffix), RATE)
+    assert decoded.sample_rate == RATE and decoded.samples.dtype == np.float32 and decoded.samples.ndim == 1
+    if suffix in LOSSLESS:
+        np.testing.assert_allclose(decoded.samples, expected, atol=1e-6)
+        return
+    # Lossy codecs pad the start (encoder delay): align, then the signals must agree closely.
+    assert abs(decoded.samples.size - expected.size) < 0.1 * RATE, (decoded.samples.size, expected.size)
+    n = min(decoded.samples.size, expected.size) - 4096
+    probe = expected[2048:2048 + n // 4]
+    shift = int(np.argmax(np.correlate(decoded.samples[:n + 4096], probe, "valid"))) - 2048
+    a, b = decoded.samples[max(shift, 0):][:n], expected[max(-shift, 0):][:n]
+    size = min(a.size, b.size)
+    correlation = float(np.corrcoef(a[:size], b[:size])[0, 1])
+    assert correlation > 0.95, f"{suffix}: correlation {correlation:.3f} with the reference at lag {shift}"

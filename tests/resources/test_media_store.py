@@ -3,7 +3,7 @@ import os
 import pytest
 
 from klio_assets.partitions import InvalidMediaId
-from resources.media_store import LocalMediaStore
+from resources.media_store import DEFAULT_SOURCE_SUFFIXES, LocalMediaStore
 from resources.storage import LocalMediaStorage
 
 
@@ -11,7 +11,7 @@ def test_layout_follows_klio_data_locations(tmp_path):
     store = LocalMediaStore(str(tmp_path))
     assert store.output_uri("mfcc", "track-1", ".npy") == f"{tmp_path}/mfcc/track-1.npy"
     assert store.source_candidates("track-1") == [
-        f"{tmp_path}/sources/track-1{s}" for s in (".wav", ".flac", ".ogg", ".mp3")]
+        f"{tmp_path}/sources/track-1{s}" for s in DEFAULT_SOURCE_SUFFIXES]
     assert store.scratch_uri("run1", "mfcc") == f"{tmp_path}/_runs/run1/mfcc"
 
 
@@ -70,6 +70,22 @@ def test_a_crash_during_write_never_leaves_a_partial_object(tmp_path, monkeypatc
 def test_resource_defaults_sources_under_root(tmp_path):
     store = LocalMediaStorage(root=str(tmp_path)).store()
     assert store.source_location == f"{tmp_path}/sources"
-    assert store.source_suffixes == (".wav", ".flac", ".ogg", ".mp3")
+    assert store.source_suffixes[:5] == (".wav", ".flac", ".ogg", ".oga", ".opus")
+    assert {".m4a", ".aac", ".aiff", ".webm", ".mp4"} <= set(store.source_suffixes)
     with pytest.raises(ValueError, match="source_suffixes"):
         LocalMediaStorage(root=str(tmp_path), source_suffixes=[]).store()
+
+
+def test_source_suffixes_setting_is_parsed_and_a_bad_one_names_itself():
+    from resources.media_store import parse_suffixes
+    assert parse_suffixes(" .oga, .m4a ,") == [".oga", ".m4a"]
+    for bad in ("", "wav", ".wav,mp3", "./x"):
+        with pytest.raises(ValueError, match="KLIO_SOURCE_SUFFIXES"):
+            parse_suffixes(bad)
+
+
+def test_an_oga_source_is_found_by_the_default_suffixes(tmp_path):
+    store = LocalMediaStorage(root=str(tmp_path)).store()
+    os.makedirs(tmp_path / "sources")
+    (tmp_path / "sources" / "bell.oga").write_bytes(b"OggS")
+    assert store.find_source("bell") == f"{tmp_path}/sources/bell.oga"

@@ -6,8 +6,9 @@ Nothing here imports Dagster: the stores travel inside Beam DoFns. The Dagster r
 Layout, as in Klio's data locations::
 
     <source_location>/<media_id><suffix>     source media (data input); suffix from a configured list
-    <root>/<asset>/<media_id><suffix>        one asset's output for one media ID (data output)
-    <root>/<asset>/.klio/<media_id>.json     what produced that output: code version and config
+    <root>/<asset>/<name><suffix>            one asset's output for one media ID (data output), where
+                                             <name> is ``pipelines.media_ids.storage_name(media_id)``
+    <root>/<asset>/.klio/<name>.json         what produced that output: code version and config
                                              fingerprint, and the upstream outputs' versions
     <root>/_runs/<run_id>/<asset>/...        per-run scratch: per-item results and progress
 """
@@ -18,7 +19,7 @@ import posixpath
 import tempfile
 from collections.abc import Sequence
 
-from klio_assets.partitions import validate_media_id
+from pipelines.media_ids import storage_name, validate_media_id
 
 DEFAULT_SOURCE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif",
                            ".webm", ".mp4")
@@ -52,11 +53,11 @@ class MediaStore(abc.ABC):
         self.source_suffixes = tuple(source_suffixes)
 
     def output_uri(self, asset: str, media_id: str, suffix: str) -> str:
-        return posixpath.join(self.root, asset, validate_media_id(media_id) + suffix)
+        return posixpath.join(self.root, asset, storage_name(media_id) + suffix)
 
     def record_uri(self, asset: str, media_id: str) -> str:
         """The small record written after an output: its fingerprint, version and upstream versions."""
-        return posixpath.join(self.root, asset, ".klio", validate_media_id(media_id) + ".json")
+        return posixpath.join(self.root, asset, ".klio", storage_name(media_id) + ".json")
 
     def source_candidates(self, media_id: str) -> list[str]:
         validate_media_id(media_id)
@@ -107,7 +108,7 @@ class LocalMediaStore(MediaStore):
                       if not name.startswith(".") and os.path.isfile(os.path.join(prefix, name)))
 
     def write_bytes(self, uri: str, data: bytes) -> None:
-        # Write beside the target under a hidden name (media IDs never start with '.'), flush to
+        # Write beside the target under a hidden name (stored names never start with '.'), flush to
         # disk, then rename over the target: os.replace is atomic on POSIX filesystems.
         directory, name = os.path.split(uri)
         os.makedirs(directory, exist_ok=True)

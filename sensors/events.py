@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from klio_assets.partitions import InvalidMediaId, validate_media_id
+from pipelines.media_ids import InvalidMediaId, validate_media_id
 from sensors import klio_message_pb2 as pb
 from sensors.wire import MediaEvent
 

@@ -5,6 +5,7 @@ import os
 import librosa
 import numpy as np
 import pytest
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from klio_assets import build_media_assets
@@ -100,3 +101,29 @@ def test_assets_materialize_on_gcs_like_on_local_disk(gcs_emulator, monkeypatch,
         np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-6)
         assert store.exists(store.record_uri("mfcc", media_id))
     assert materialized_partitions(instance, "mfcc") == set(ids)  # so the results sink on gs:// worked
+
+
+def test_ids_as_users_have_them_on_gcs(gcs_emulator, monkeypatch, instance, catalogue_sources):
+    from pipelines.media_ids import storage_name
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    source_dir, catalogue_ids = catalogue_sources
+    name = next(n for n in os.listdir(source_dir) if n.startswith(catalogue_ids[0]))
+    ids = ["spotify:track:x", "a", "a/b", "Track", "track"]
+    resource = GCSMediaStorage(root=f"gs://{BUCKET}/ids")
+    store = resource.store()
+    client = storage.Client(project="emulator", credentials=AnonymousCredentials())
+    before = {b.name for b in client.list_blobs(BUCKET)}
+    with open(os.path.join(source_dir, name), "rb") as f:
+        data = f.read()
+    for media_id in ids:  # gs://.../sources/<media_id><suffix>, '/' naming a nested prefix
+        store.write_bytes(f"{store.source_location}/{media_id}{os.path.splitext(name)[1]}", data)
+
+    result = materialize_ids([build_media_assets([waveform])], ids, instance,
+                             {"media_storage": resource, "beam_runner": BeamRunner()})
+    assert result.success
+    assert materialized_partitions(instance, "waveform") == set(ids)
+    objects = {b.name for b in client.list_blobs(BUCKET, prefix="ids/waveform/") if "/.klio/" not in b.name}
+    assert objects == {f"ids/waveform/{storage_name(i)}.wav" for i in ids}
+    new = {b.name for b in client.list_blobs(BUCKET)} - before
+    assert new and all(name.startswith("ids/") for name in new), sorted(new)[:10]

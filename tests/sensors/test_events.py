@@ -42,6 +42,8 @@ V2_WITH_PAYLOAD_AND_AUDIT = (bytes_field(1, bytes_field(3, bytes_field(2, bytes_
     (b"track-7", MediaEvent("track-7")),
     (b"track-8\n", MediaEvent("track-8")),
     (b"abcdefghij", MediaEvent("abcdefghij")),
+    (b"spotify:track:4uLU6hMCjMI75M1A2tKUQC", MediaEvent("spotify:track:4uLU6hMCjMI75M1A2tKUQC")),
+    ("label/2024/tr\u00e4ck 1".encode(), MediaEvent("label/2024/tr\u00e4ck 1")),
 ])
 def test_accepted_formats(data, expected):
     assert parse_event(data, ASSETS) == expected
@@ -49,11 +51,11 @@ def test_accepted_formats(data, expected):
 
 @pytest.mark.parametrize(("data", "reason"), [
     (b"\xff\xfe\x00garbage", "undecodable message"),
-    (b"", "media ID is empty"),
-    (b"   ", "media ID is empty"),
-    (b"x" * 129, "129 characters"),
-    (b"../../etc/passwd", "unsafe for storage paths"),
-    (b"track 9", "unsafe for storage paths"),
+    (b"", "empty media ID"),
+    (b"   ", "empty media ID"),
+    (b"x" * 257, "257 characters"),
+    (b"../../etc/passwd", "'..' path segment"),
+    (b"a...b", "partition range"),
     (b'{"element": "track-10", "recipients": ["nope"]}', "unknown asset(s) in recipients: ['nope']"),
     (b'{"element": "track-11"', "does not parse"),
     (b'{"media": "track-12"}', "needs a string 'element'"),
@@ -64,8 +66,8 @@ def test_accepted_formats(data, expected):
     (bytes_field(1, bytes_field(6, bytes_field(1, b""))) + bytes_field(2, b"") + varint_field(3, 2),
      "empty media ID: the KlioMessage's data.element (and data.entity_id) is empty (read as KlioMessage)"),
     (bytes_field(1, varint_field(4, 1)) + varint_field(3, 2), "empty media ID"),
-    (b"track 9", "(read as text)"),
-    (b'{"element": "../x"}', "letter or digit) (read as JSON)"),
+    (b"a//b", "(read as text)"),
+    (b'{"element": "../x"}', "path segment ('/' separates folders) (read as JSON)"),
 ])
 def test_bad_events_carry_a_reason(data, reason):
     event = parse_event(data, ASSETS)

@@ -113,15 +113,15 @@ def test_ping_processes_nothing_and_records_where_the_event_reached(daemon, pubs
 def test_bad_events_are_acked_dead_lettered_and_do_not_block_good_ones(daemon, pubsub, instance, catalogue_ids):
     bad = {
         b"\xff\xfe\x00\x01": "undecodable message",
-        b"  ": "media ID is empty",
-        b"x" * 200: "200 characters",
-        b"../secrets": "unsafe for storage paths",
+        b"  ": "empty media ID",
+        b"x" * 300: "300 characters",
+        b"../secrets": "'..' path segment",
         encode_event(MediaEvent("track-1", recipients=("loudness",)), "json"): "unknown asset(s) in recipients",
     }
     good = catalogue_ids[3]
     publish(pubsub, *bad, encode_event(MediaEvent(good, recipients=("waveform",))))
     pubsub.publish(pubsub.topic, [(b"", {"origin": "an empty body; Pub/Sub needs data or attributes"})])
-    bad[b""] = "media ID is empty"
+    bad[b""] = "empty media ID"
 
     [request] = daemon.tick()
     assert request.tags["dagster/asset_partition_range_start"] == good

@@ -17,7 +17,7 @@ import abc
 import os
 import posixpath
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pipelines.media_ids import storage_name, validate_media_id
 
@@ -71,6 +71,24 @@ class MediaStore(abc.ABC):
         """A per-run, per-asset folder for what a pipeline reports: per-item results and progress."""
         return posixpath.join(self.root, "_runs", run_id, asset)
 
+    def source_ids(self) -> Iterator[str]:
+        """Every media ID with a source under ``source_location`` (recursively: a file in a
+        subfolder has a ``/`` in its ID), once each, in listing order. Hidden files and files
+        without a configured suffix are not sources. IDs are not validated here."""
+        seen = set()
+        suffixes = sorted(self.source_suffixes, key=len, reverse=True)
+        for relative in self._relative_source_paths():
+            if any(part.startswith(".") for part in relative.split("/")):
+                continue
+            suffix = next((s for s in suffixes if relative.endswith(s) and len(relative) > len(s)), None)
+            if suffix is not None and (media_id := relative[:-len(suffix)]) not in seen:
+                seen.add(media_id)
+                yield media_id
+
+    @abc.abstractmethod
+    def _relative_source_paths(self) -> Iterator[str]:
+        """Paths of every object under ``source_location``, relative to it, '/'-separated."""
+
     @abc.abstractmethod
     def exists(self, uri: str) -> bool: ...
 
@@ -96,6 +114,14 @@ class LocalMediaStore(MediaStore):
 
     def exists(self, uri: str) -> bool:
         return os.path.isfile(uri)
+
+    def _relative_source_paths(self) -> Iterator[str]:
+        for folder, subfolders, names in os.walk(self.source_location):
+            subfolders.sort()
+            relative = os.path.relpath(folder, self.source_location)
+            for name in sorted(names):
+                path = name if relative == "." else os.path.join(relative, name)
+                yield path.replace(os.sep, "/")
 
     def read_bytes(self, uri: str) -> bytes:
         with open(uri, "rb") as f:
@@ -161,6 +187,11 @@ class GCSMediaStore(MediaStore):
 
     def exists(self, uri: str) -> bool:
         return self._blob(uri).exists()
+
+    def _relative_source_paths(self) -> Iterator[str]:
+        folder = self._blob(self.source_location + "/")
+        for blob in self._client.list_blobs(folder.bucket, prefix=folder.name):
+            yield blob.name[len(folder.name):]
 
     def read_bytes(self, uri: str) -> bytes:
         return self._blob(uri).download_as_bytes()

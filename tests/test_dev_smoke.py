@@ -3,6 +3,8 @@ new ID and let the sensor materialize it, shut down."""
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 from dagster import DagsterRunStatus
@@ -59,6 +61,19 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
         wait_until(lambda: outputs_exist(data_root, "track-x"), 300, "the sensor's run for track-x", dev.log_path)
         wait_until(lambda: materialized()["numMaterialized"] == 6, 120, "track-x to show as materialized",
                    dev.log_path)
+
+        # A catalogue folder registered and backfilled in one command; its IDs keep their folders.
+        nested = os.path.join(data_root, "sources", "label", "2024")
+        os.makedirs(nested)
+        shutil.copy(os.path.join(data_root, "sources", "demo-001-chord.flac"), os.path.join(nested, "Track 1.flac"))
+        register = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "klio-register"), "--from", os.path.join(data_root, "sources"),
+             "--backfill", "--assets", "waveform", "--url", dev.url],
+            env=dev.env, capture_output=True, text=True, timeout=300)
+        assert register.returncode == 0, register.stderr
+        assert "1 added, 6 already known, 0 rejected" in register.stdout, register.stdout
+        stored = os.path.join(data_root, "waveform", "label", "2024", "%54rack%201.wav")
+        wait_until(lambda: os.path.exists(stored), 300, "the registered ID's backfill", dev.log_path)
     finally:
         returncode, survivors = dev.stop()
     assert returncode == 0

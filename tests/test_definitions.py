@@ -38,12 +38,19 @@ def test_code_location_loads_with_the_dagster_cli(tmp_path):
     assert probe.stdout.strip().splitlines()[-1] == "37", probe.stderr
 
 
+def storage_in_a_fresh_process(home, expression: str, **settings: str) -> subprocess.CompletedProcess:
+    """Load the Definitions with ``settings`` in the environment and print ``expression`` of ``r``,
+    the media_storage resource."""
+    return subprocess.run(
+        [sys.executable, "-c", f"from klio_assets.definitions import defs; r = defs.resources['media_storage'];"
+         f"print({expression})"],
+        cwd=ROOT, env={**os.environ, "DAGSTER_HOME": str(home), **settings}, capture_output=True, text=True,
+        timeout=300)
+
+
 def test_a_gs_data_root_selects_gcs_storage_by_configuration_alone(tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "KLIO_DATA_ROOT": "gs://my-bucket/media"}
-    probe = subprocess.run(
-        [sys.executable, "-c", "from klio_assets.definitions import defs; r = defs.resources['media_storage'];"
-         "print(type(r).__name__, r.store().output_uri('mfcc', 't1', '.npy'))"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    probe = storage_in_a_fresh_process(tmp_path, "type(r).__name__, r.store().output_uri('mfcc', 't1', '.npy')",
+                                       KLIO_DATA_ROOT="gs://my-bucket/media")
     assert probe.stdout.strip().splitlines()[-1] == "GCSMediaStorage gs://my-bucket/media/mfcc/t1.npy", probe.stderr
 
 
@@ -55,12 +62,7 @@ def test_definitions_use_local_storage_and_the_direct_runner():
 
 
 def test_source_suffixes_come_from_the_environment(tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "KLIO_SOURCE_SUFFIXES": ".oga,.m4a"}
-    probe = subprocess.run(
-        [sys.executable, "-c", "from klio_assets.definitions import defs;"
-         "print(defs.resources['media_storage'].store().source_suffixes)"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    probe = storage_in_a_fresh_process(tmp_path, "r.store().source_suffixes", KLIO_SOURCE_SUFFIXES=".oga,.m4a")
     assert probe.stdout.strip().splitlines()[-1] == "('.oga', '.m4a')", probe.stderr
-    bad = subprocess.run([sys.executable, "-c", "import klio_assets.definitions"], cwd=ROOT,
-                         env={**env, "KLIO_SOURCE_SUFFIXES": "wav"}, capture_output=True, text=True, timeout=300)
+    bad = storage_in_a_fresh_process(tmp_path, "r", KLIO_SOURCE_SUFFIXES="wav")
     assert bad.returncode != 0 and "KLIO_SOURCE_SUFFIXES must be a comma-separated list" in bad.stderr

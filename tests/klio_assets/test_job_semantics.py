@@ -258,6 +258,26 @@ def test_a_timeout_stops_the_work_and_the_next_item_goes_on(numbers_store):
     assert not psutil.pid_exists(caller.pid or -1)
 
 
+def test_a_run_whose_function_never_returns_ends_with_each_id_failed(instance, resources, store_root, catalogue_ids):
+    """The run finishes at all (the function never does): its wall time is bounded by the timeouts,
+    and no process of the function outlives it."""
+    import psutil
+
+    @media_asset(timeout_s=0.5)
+    def stuck(waveform: Waveform) -> np.ndarray:
+        return never_returns(waveform.samples)
+
+    ids = catalogue_ids[:3]
+    result = materialize_ids([build_media_assets([waveform, stuck])], ids, instance, resources, raise_on_error=False)
+    assert not result.success
+    assert materialized_partitions(instance, "waveform") == set(ids)
+    reported = observations(instance, "stuck")
+    assert {m: r["status"] for m, r in reported.items()} == {m: "failed" for m in ids}
+    assert all("timed out after 0.5 s (its process was stopped)" in r["reason"] for r in reported.values())
+    busy = [p for p in psutil.Process().children(recursive=True) if p.status() == psutil.STATUS_RUNNING]
+    assert busy == [], [p.cmdline() for p in busy]
+
+
 def items_codec():
     from klio_assets.codecs import NDARRAY
     return NDARRAY

@@ -107,13 +107,14 @@ class PubSubResource(dg.ConfigurableResource):
         drained, seen = [], set()
         deadline = time.monotonic() + wait_s
         while True:
-            batch = self.pull(PULL_BATCH)
-            for m in batch:
+            fresh = 0
+            for m in self.pull(PULL_BATCH):  # what is pulled here comes back too, after its deadline
                 key = message_key(m.message)
                 if key not in seen:
                     seen.add(key)
+                    fresh += 1
                     drained.append((m.message.data, {**m.message.attributes, ORIGIN_KEY_ATTRIBUTE: key}))
-            if not batch:
+            if not fresh:
                 if time.monotonic() >= deadline:
                     return drained
                 time.sleep(0.5)

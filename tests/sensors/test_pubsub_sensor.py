@@ -206,7 +206,7 @@ def test_carried_over_messages_keep_their_identity(daemon, pubsub, catalogue_ids
     time.sleep(ACK_DEADLINE_S + 2)  # the emulator would hand it out again by now
     publish(pubsub, encode_event(MediaEvent(unseen, recipients=("waveform",))))
 
-    drained = pubsub.drain()
+    drained = pubsub.drain(wait_s=ACK_DEADLINE_S + 2)  # what it pulls comes back meanwhile: once each
     assert len(drained) == 2
     pubsub.publish(pubsub.topic, drained)  # as the next emulator receives them: new IDs, same keys
     requests = daemon.tick()

@@ -118,9 +118,12 @@ def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int, wait: bo
     for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST"):
         env.pop(name, None)
     with open(log_path, "a") as log:
+        # Ctrl-C must reach it even when this process was started with SIGINT ignored (as a shell
+        # does for a background job), since ignored signals are inherited.
         process = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "dev.sh"), "-p", str(port),
                                     "-h", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   start_new_session=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stack = DevStack(process, port, emulator_port, data_root, log_path, env)
     if wait:
         stack.wait_until_loaded()

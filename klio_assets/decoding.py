@@ -79,7 +79,7 @@ def _with_ffmpeg(source: SourceMedia, where: str, accept_truncated: bool, tried:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise SourceDecodeError(f"{where} could not be decoded: tried {tried}; ffmpeg: not installed "
-                                "(apt-get install ffmpeg, or scripts/setup.sh as root)")
+                                "(apt-get install ffmpeg; scripts/dev.sh and scripts/test.sh install it as root)")
     # A file, not a pipe: MP4 and M4A keep their index at the end, which FFmpeg must seek to.
     with tempfile.NamedTemporaryFile(suffix=os.path.splitext(source.suffix)[1] or ".bin") as f:
         f.write(source.data)

@@ -25,7 +25,7 @@ from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN, build_media_assets
 from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
 from resources.beam import beam_runner_from_env
-from resources.media_store import DEFAULT_SOURCE_SUFFIXES, parse_suffixes
+from resources.media_store import source_suffixes_from_env
 from resources.pubsub import PubSubResource
 from resources.storage import GCSMediaStorage, LocalMediaStorage
 from sensors.pubsub_sensor import build_pubsub_sensor
@@ -33,7 +33,7 @@ from sensors.pubsub_sensor import build_pubsub_sensor
 MAX_IDS_PER_RUN = int(os.environ.get("KLIO_MAX_IDS_PER_RUN", DEFAULT_MAX_IDS_PER_RUN))
 MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS
 DATA_ROOT = os.environ.get("KLIO_DATA_ROOT", "data")
-SOURCE_SUFFIXES = parse_suffixes(os.environ.get("KLIO_SOURCE_SUFFIXES") or ",".join(DEFAULT_SOURCE_SUFFIXES))
+SOURCE_SUFFIXES = source_suffixes_from_env()
 PUBSUB_CONFIGURED = bool(os.environ.get("KLIO_PUBSUB_PROJECT") or os.environ.get("PUBSUB_EMULATOR_HOST"))
 
 defs = dg.Definitions(

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from klio_assets.partitions import media_ids
 from pipelines.media_ids import InvalidMediaId, validate_media_id
-from resources.media_store import DEFAULT_SOURCE_SUFFIXES, GCSMediaStore, LocalMediaStore, parse_suffixes
+from resources.media_store import GCSMediaStore, LocalMediaStore, parse_suffixes, source_suffixes_from_env
 
 SHOWN_REJECTIONS = 20
 
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.ids or args.locations or args.file):
         parser.error("name media IDs, --from a folder or gs:// prefix, or --file")
     try:
-        suffixes = parse_suffixes(args.suffixes, "--suffixes") if args.suffixes else parse_suffixes(
-            os.environ.get("KLIO_SOURCE_SUFFIXES") or ",".join(DEFAULT_SOURCE_SUFFIXES))
+        suffixes = parse_suffixes(args.suffixes, "--suffixes") if args.suffixes else source_suffixes_from_env()
     except ValueError as e:
         parser.error(str(e))
 

@@ -36,6 +36,11 @@ def parse_suffixes(value: str, setting: str = "KLIO_SOURCE_SUFFIXES") -> list[st
     return suffixes
 
 
+def source_suffixes_from_env() -> list[str]:
+    """``KLIO_SOURCE_SUFFIXES`` if set, else ``DEFAULT_SOURCE_SUFFIXES``."""
+    return parse_suffixes(os.environ.get("KLIO_SOURCE_SUFFIXES") or ",".join(DEFAULT_SOURCE_SUFFIXES))
+
+
 class MediaStore(abc.ABC):
     """Reads and writes media objects addressed by URI strings.
 
@@ -45,8 +50,6 @@ class MediaStore(abc.ABC):
     """
 
     def __init__(self, root: str, source_location: str, source_suffixes: Sequence[str]):
-        if not source_suffixes:
-            raise ValueError("source_suffixes must name at least one suffix, e.g. ['.wav']")
         parse_suffixes(",".join(source_suffixes), "source_suffixes")
         self.root = root.rstrip("/")
         self.source_location = source_location.rstrip("/")

@@ -31,16 +31,31 @@ def wait_until(condition, timeout_s: float, what: str, log_path: str):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; dev log tail:\n{tail}")
 
 
-def processes_in_group(pgid: int) -> list[str]:
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    parent: int
+    group: int
+    command: str
+
+
+def processes() -> list[Process]:
+    """Every process on this machine (read from /proc), skipping those that end meanwhile."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.getpgid(int(pid)) == pgid:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    found.append(f.read().replace(b"\0", b" ").decode()[:200])
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            found.append(Process(int(pid), parent, os.getpgid(int(pid)), command))
+        except (OSError, ValueError, IndexError):  # ended meanwhile, or not ours to read
             continue
     return found
+
+
+def processes_in_group(pgid: int) -> list[str]:
+    return [p.command[:200] for p in processes() if p.group == pgid]
 
 
 @dataclass
@@ -83,15 +98,12 @@ class DevStack:
         return returncode, survivors
 
     def _kill_emulator(self) -> None:
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    command = f.read()
-                if f"127.0.0.1:{self.emulator_port}".encode() in command or \
-                        f"--port={self.emulator_port}".encode() in command:
-                    os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                continue
+        for process in processes():
+            if f"127.0.0.1:{self.emulator_port}" in process.command or f"--port={self.emulator_port}" in process.command:
+                try:
+                    os.kill(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
 
     def wait_until_loaded(self, timeout_s: float = 600) -> None:
         try:

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 
 from tests.conftest import observations
-from tests.dev_stack import start_dev_stack, wait_until
+from tests.dev_stack import processes, start_dev_stack, wait_until
 from tests.faults.test_run_killed import ASSETS, assert_whole, on_disk
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -60,19 +60,9 @@ def assert_ui_equals_disk(stack, ids: list[str]) -> None:
 
 def run_worker_pid() -> int | None:
     """The process executing a run: the code server's spawned child (Dagster's default launcher)."""
-    processes = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                command = f.read().replace(b"\0", b" ").decode()
-            with open(f"/proc/{pid}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        processes[int(pid)] = (parent, command)
-    servers = {pid for pid, (_, command) in processes.items() if "dagster api grpc" in command}
-    return next((pid for pid, (parent, command) in processes.items()
-                 if parent in servers and "spawn_main" in command), None)
+    running = processes()
+    servers = {p.pid for p in running if "dagster api grpc" in p.command}
+    return next((p.pid for p in running if p.parent in servers and "spawn_main" in p.command), None)
 
 
 def test_a_run_worker_killed_mid_run_is_retried_recomputing_nothing(stack, instance):

@@ -6,7 +6,6 @@ keeps its sample rate), ``PlotImage`` as ``.png`` and ``bytes`` as ``.bin``.
 ``describe`` returns JSON-safe metadata about one value; it runs on Beam workers.
 """
 
-import base64
 import io
 import struct
 from collections.abc import Callable
@@ -70,8 +69,7 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 def _describe_png(value: PlotImage) -> dict:
     width, height = png_size(value.png)
-    return {"width": width, "height": height,
-            "png_base64": base64.b64encode(value.png).decode("ascii")}
+    return {"width": width, "height": height}
 
 
 NDARRAY = Codec(".npy", _encode_array, _decode_array, _describe_array)

@@ -4,6 +4,9 @@ Settings arrive from the environment here and nowhere else:
 
 - ``KLIO_DATA_ROOT``: the storage root (default ``./data``); sources in ``<root>/sources``.
   A ``gs://bucket/path`` root selects Google Cloud Storage, with the same layout.
+- ``KLIO_MEDIA_URL``: the base URL under which a web server serves the storage root, so that
+  the UI shows plots from media storage (``klio-dev`` sets it); on GCS the default opens objects
+  with the viewer's Google login.
 - ``KLIO_SOURCE_SUFFIXES``: the source file suffixes tried in order, comma-separated (default:
   every format the decoder reads, ``resources.media_store.DEFAULT_SOURCE_SUFFIXES``).
 - ``KLIO_BEAM_RUNNER`` (DirectRunner, DataflowRunner, DaskRunner), ``KLIO_BEAM_ARGS``,
@@ -34,6 +37,7 @@ MAX_IDS_PER_RUN = int(os.environ.get("KLIO_MAX_IDS_PER_RUN", DEFAULT_MAX_IDS_PER
 MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS
 DATA_ROOT = os.environ.get("KLIO_DATA_ROOT", "data")
 SOURCE_SUFFIXES = source_suffixes_from_env()
+MEDIA_URL = os.environ.get("KLIO_MEDIA_URL")
 PUBSUB_CONFIGURED = bool(os.environ.get("KLIO_PUBSUB_PROJECT") or os.environ.get("PUBSUB_EMULATOR_HOST"))
 
 defs = dg.Definitions(
@@ -44,9 +48,10 @@ defs = dg.Definitions(
         default_status=dg.DefaultSensorStatus.RUNNING if PUBSUB_CONFIGURED else dg.DefaultSensorStatus.STOPPED,
     )],
     resources={
-        "media_storage": GCSMediaStorage(root=DATA_ROOT, source_suffixes=SOURCE_SUFFIXES)
+        "media_storage": GCSMediaStorage(root=DATA_ROOT, source_suffixes=SOURCE_SUFFIXES,
+                                         **({"media_url": MEDIA_URL} if MEDIA_URL else {}))
         if DATA_ROOT.startswith("gs://")
-        else LocalMediaStorage(root=os.path.abspath(DATA_ROOT), source_suffixes=SOURCE_SUFFIXES),
+        else LocalMediaStorage(root=os.path.abspath(DATA_ROOT), source_suffixes=SOURCE_SUFFIXES, media_url=MEDIA_URL),
         "beam_runner": beam_runner_from_env(),
         "pubsub": PubSubResource(
             project=os.environ.get("KLIO_PUBSUB_PROJECT", "klio-dev"),

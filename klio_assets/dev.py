@@ -1,9 +1,10 @@
 """``klio-dev``: the local stack behind ``scripts/dev.sh``.
 
-Writes the demo catalogue and registers it; unless ``KLIO_PUBSUB_PROJECT`` names a real
-project, starts the Pub/Sub emulator (port ``KLIO_PUBSUB_EMULATOR_PORT``, default 8085) and
-creates the topics and subscription; then runs ``dagster dev`` with the given arguments and
-stops the emulator when it exits.
+Writes the demo catalogue and registers it; serves the data folder read-only over HTTP (port
+``KLIO_MEDIA_PORT``, default 3001) so that the UI shows the plots from media storage; unless
+``KLIO_PUBSUB_PROJECT`` names a real project, starts the Pub/Sub emulator (port
+``KLIO_PUBSUB_EMULATOR_PORT``, default 8085) and creates the topics and subscription; then runs
+``dagster dev`` with the given arguments and stops the emulator when it exits.
 
 The emulator keeps nothing on disk: a new one starts empty. So that a restart of the stack loses
 no event, ``klio-dev`` carries the messages still on the input subscription (published but not
@@ -15,14 +16,18 @@ recorded.
 """
 
 import base64
+import functools
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 
 DEV_PROJECT = "klio-dev"
 DEV_EMULATOR_PORT = 8085
 CARRY_OVER_FILE = "pubsub-carry-over.jsonl"
+DEV_MEDIA_PORT = 3001
 DEV_ACK_DEADLINE_S = 15
 """The local subscription's ack deadline: short, so that on stop the messages a sensor tick pulled
 but never saw recorded (the daemon died mid-tick) come back in time to be carried over."""
@@ -45,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo catalogue: {len(ids)} clips in {data_root}/sources ({len(added)} newly registered)")
 
     env = dict(os.environ)
+    if not env.get("KLIO_MEDIA_URL"):
+        media_port = int(env.get("KLIO_MEDIA_PORT", DEV_MEDIA_PORT))
+        try:
+            serve_folder(data_root, media_port)
+            env["KLIO_MEDIA_URL"] = f"http://127.0.0.1:{media_port}"
+            print(f"media storage served read-only at {env['KLIO_MEDIA_URL']}")
+        except OSError as e:
+            print(f"could not serve media storage on port {media_port} ({e}): the UI links outputs by "
+                  "path only; set KLIO_MEDIA_PORT to a free port", file=sys.stderr)
     emulator = None
     if not env.get("KLIO_PUBSUB_PROJECT"):
         port = int(env.get("KLIO_PUBSUB_EMULATOR_PORT", DEV_EMULATOR_PORT))
@@ -87,6 +101,19 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"Pub/Sub: {saved} message(s) not yet acknowledged, kept in {carry_over}")
             finally:
                 emulator.stop()
+
+
+class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # one line per plot viewed would drown dagster's output
+        pass
+
+
+def serve_folder(folder: str, port: int) -> http.server.ThreadingHTTPServer:
+    """Serve ``folder`` read-only on 127.0.0.1:``port`` from a daemon thread (GET and HEAD only)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", port), functools.partial(_QuietFileHandler, directory=os.path.abspath(folder)))
+    threading.Thread(target=server.serve_forever, name="media-files", daemon=True).start()
+    return server
 
 
 def save_messages(pubsub, path: str) -> int:

@@ -1,13 +1,16 @@
-"""Processing one media ID for one media asset: read its inputs, call the author's function, write.
+"""Processing one media ID through a chain of media assets: read inputs, call the author's functions, write.
 
-This is the work every Beam worker does per element. It knows nothing of Beam or Dagster; it takes
-a ``store`` (``resources.media_store.MediaStore``) and returns an ``ItemResult`` in one of four
+This is the work every Beam worker does per element (``process_chain``): the ID passes through
+each selected task once, in dependency order, and a value computed in this pass is handed to
+its downstream tasks in memory. It knows nothing of Beam or Dagster; it takes a ``store``
+(``resources.media_store.MediaStore``) and returns one ``ItemResult`` per task, in one of four
 named states:
 
 - ``materialized``: the outputs were written;
 - ``skipped``: every output exists and was produced by the same code version and config
   (Klio's output existence check), and the task is not forced;
-- ``dropped``: an input (source media or an upstream output) is missing, so nothing was run;
+- ``dropped``: an input (source media or an upstream output) is missing, or its upstream task
+  failed or was dropped in this pass, so nothing was run;
 - ``failed``: an input could not be decoded, the function raised or timed out (after its
   retries), or its value could not be encoded.
 
@@ -23,7 +26,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +92,10 @@ class ItemTask:
     run_id: str | None = None  # recorded beside each output: which run wrote it
 
     @property
+    def upstream(self) -> list[str]:
+        return [spec.asset for spec in self.inputs if spec.asset is not None]
+
+    @property
     def fingerprint(self) -> str:
         config = self.config.model_dump(mode="json") if hasattr(self.config, "model_dump") else self.config
         body = json.dumps({"code_version": self.code_version, "config": config}, sort_keys=True, default=str)
@@ -97,6 +104,8 @@ class ItemTask:
 
 @dataclass
 class ItemResult:
+    """What happened to one media ID in one task (``task`` is the ``ItemTask``'s name)."""
+
     media_id: str
     status: str
     reason: str = ""
@@ -104,10 +113,12 @@ class ItemResult:
     outputs: dict = field(default_factory=dict)
     seconds: float = 0.0
     retries: int = 0
+    task: str = ""
 
     def to_json(self) -> dict:
         return {"media_id": self.media_id, "status": self.status, "reason": self.reason,
-                "outputs": self.outputs, "seconds": round(self.seconds, 6), "retries": self.retries}
+                "outputs": self.outputs, "seconds": round(self.seconds, 6), "retries": self.retries,
+                "task": self.task}
 
     @classmethod
     def from_json(cls, d: dict) -> "ItemResult":
@@ -127,25 +138,49 @@ class _GaveUp(Exception):
         self.retries = attempts - 1
 
 
-def _load_inputs(task: ItemTask, store, media_id: str) -> dict[str, Any]:
-    values = {}
-    for spec in task.inputs:
-        if spec.asset is None:
-            uri = store.find_source(media_id)
-            if uri is None:
-                tried = ", ".join(store.source_candidates(media_id))
-                raise _Dropped(f"source media not found (tried {tried})")
-            suffix = uri[len(store.source_location) + 1 + len(media_id):]
-            values[spec.param] = spec.codec(media_id, store.read_bytes(uri), suffix, uri)
-        else:
-            uri = store.output_uri(spec.asset, media_id, spec.codec.suffix)
-            if not store.exists(uri):
-                raise _Dropped(f"input '{spec.asset}' is not materialized ({uri} missing)")
-            try:
-                values[spec.param] = spec.codec.decode(store.read_bytes(uri))
-            except Exception as e:
-                raise ValueError(f"could not decode input '{spec.asset}' at {uri}: {e}") from e
-    return values
+def _load_source(spec: ItemInput, store, media_id: str):
+    uri = store.find_source(media_id)
+    if uri is None:
+        tried = ", ".join(store.source_candidates(media_id))
+        raise _Dropped(f"source media not found (tried {tried})")
+    suffix = uri[len(store.source_location) + 1 + len(media_id):]
+    return spec.codec(media_id, store.read_bytes(uri), suffix, uri)
+
+
+class _Pass:
+    """What one media ID's pass through a chain knows so far: the values computed (or read) in
+    this pass, the records of upstream outputs, and why an upstream is not available."""
+
+    def __init__(self, store, media_id: str):
+        self.store = store
+        self.media_id = media_id
+        self.values: dict[str, Any] = {}
+        self.records: dict[str, dict | None] = {}
+        self.unavailable: dict[str, tuple[str, str]] = {}  # asset -> (asset at the root, what happened)
+
+    def record(self, asset: str) -> dict | None:
+        if asset not in self.records:
+            self.records[asset] = _read_record(self.store, asset, self.media_id)
+        return self.records[asset]
+
+    def value(self, spec: ItemInput):
+        """An upstream value: from this pass if computed here, else read once from storage."""
+        if spec.asset in self.values:
+            return self.values[spec.asset]
+        uri = self.store.output_uri(spec.asset, self.media_id, spec.codec.suffix)
+        if not self.store.exists(uri):
+            raise _Dropped(f"input '{spec.asset}' is not materialized ({uri} missing)")
+        try:
+            value = spec.codec.decode(self.store.read_bytes(uri))
+        except Exception as e:
+            raise ValueError(f"could not decode input '{spec.asset}' at {uri}: {e}") from e
+        self.values[spec.asset] = value
+        return value
+
+
+def _load_inputs(task: ItemTask, state: _Pass) -> dict[str, Any]:
+    return {spec.param: _load_source(spec, state.store, state.media_id) if spec.asset is None
+            else state.value(spec) for spec in task.inputs}
 
 
 def _call_with_timeout(fn: Callable, kwargs: dict, timeout_s: float | None):
@@ -186,21 +221,13 @@ def _read_record(store, asset: str, media_id: str) -> dict | None:
     return json.loads(store.read_bytes(uri)) if store.exists(uri) else None
 
 
-def _input_versions(task: ItemTask, store, media_id: str) -> dict[str, str | None]:
-    versions = {}
-    for spec in task.inputs:
-        if spec.asset is not None:
-            record = _read_record(store, spec.asset, media_id)
-            versions[spec.asset] = record.get("version") if record else None
-    return versions
-
-
-def _fresh_records(task: ItemTask, store, media_id: str, input_versions: dict[str, str | None]) -> dict | None:
+def _fresh_records(task: ItemTask, state: _Pass, input_versions: dict[str, str | None]) -> dict | None:
     """Each output's record, if every output is fresh; otherwise None."""
     records = {}
     for output in task.outputs:
-        record = _read_record(store, output.asset, media_id)
-        if record is None or not store.exists(store.output_uri(output.asset, media_id, output.codec.suffix)):
+        record = state.record(output.asset)
+        if record is None or not state.store.exists(
+                state.store.output_uri(output.asset, state.media_id, output.codec.suffix)):
             return None
         if record.get("fingerprint") != task.fingerprint or record.get("inputs") != input_versions:
             return None
@@ -208,29 +235,32 @@ def _fresh_records(task: ItemTask, store, media_id: str, input_versions: dict[st
     return records
 
 
-def _record(task: ItemTask, version: str, input_versions: dict, metadata: dict, checks: list[dict]) -> bytes:
+def _record(task: ItemTask, version: str, input_versions: dict, metadata: dict, checks: list[dict]) -> dict:
     """What is stored beside an output: enough to tell whether it is fresh, and to report it to
-    Dagster again if the run that wrote it died before it could (the inline image left out)."""
-    return json.dumps({"fingerprint": task.fingerprint, "code_version": task.code_version, "version": version,
-                       "inputs": input_versions, "run_id": task.run_id,
-                       "metadata": {k: v for k, v in metadata.items() if k != "png_base64"},
-                       "checks": checks}).encode()
+    Dagster again if the run that wrote it died before it could."""
+    return {"fingerprint": task.fingerprint, "code_version": task.code_version, "version": version,
+            "inputs": input_versions, "run_id": task.run_id, "metadata": metadata, "checks": checks}
 
 
-def process_item(task: ItemTask, store, media_id: str) -> ItemResult:
-    """Produce ``task.outputs`` for ``media_id``; never raises for a per-item problem."""
+def _process(task: ItemTask, state: _Pass) -> ItemResult:
     started = time.perf_counter()
+    store, media_id = state.store, state.media_id
     retries = 0
     try:
+        missing = [f"input '{a}' {cause}" if root == a else f"input '{a}' was not produced: '{root}' {cause}"
+                   for a in task.upstream if a in state.unavailable for root, cause in [state.unavailable[a]]]
+        if missing:
+            raise _Dropped("; ".join(missing))
         # Read before the inputs themselves: an upstream rewrite after this makes the output stale.
-        input_versions = _input_versions(task, store, media_id)
-        records = None if task.force else _fresh_records(task, store, media_id, input_versions)
+        input_versions = {a: (state.record(a) or {}).get("version") for a in task.upstream}
+        records = None if task.force else _fresh_records(task, state, input_versions)
         if records is not None:
             outputs = {o.asset: {"uri": store.output_uri(o.asset, media_id, o.codec.suffix), "record": records[o.asset]}
                        for o in task.outputs}
             return ItemResult(media_id, SKIPPED, "output exists from the same code version, config and "
-                              "inputs (force to recompute)", outputs, time.perf_counter() - started)
-        kwargs = _load_inputs(task, store, media_id)
+                              "inputs (force to recompute)", outputs, time.perf_counter() - started,
+                              task=task.name)
+        kwargs = _load_inputs(task, state)
         if task.config is not None:
             kwargs["config"] = task.config
         value, retries = _call_with_retries(task, kwargs)
@@ -246,17 +276,37 @@ def process_item(task: ItemTask, store, media_id: str) -> ItemResult:
             metadata = {**output.codec.describe(value), "size_bytes": len(data)}
             checks = _run_checks(output, value, task.config)
             uri = store.output_uri(output.asset, media_id, output.codec.suffix)
+            record = _record(task, version, input_versions, metadata, checks)
             store.write_bytes(uri, data)
-            store.write_bytes(store.record_uri(output.asset, media_id),
-                              _record(task, version, input_versions, metadata, checks))
+            store.write_bytes(store.record_uri(output.asset, media_id), json.dumps(record).encode())
+            state.values[output.asset] = value
+            state.records[output.asset] = record
             outputs[output.asset] = {"uri": uri, "metadata": metadata, "checks": checks, "version": version}
         return ItemResult(media_id, MATERIALIZED, outputs=outputs, seconds=time.perf_counter() - started,
-                          retries=retries)
+                          retries=retries, task=task.name)
     except _Dropped as e:
-        return ItemResult(media_id, DROPPED, reason=str(e), seconds=time.perf_counter() - started)
+        result = ItemResult(media_id, DROPPED, reason=str(e), seconds=time.perf_counter() - started)
     except _GaveUp as e:
-        return ItemResult(media_id, FAILED, reason=str(e), seconds=time.perf_counter() - started,
-                          retries=e.retries)
+        result = ItemResult(media_id, FAILED, reason=str(e), seconds=time.perf_counter() - started,
+                            retries=e.retries)
     except Exception as e:  # one bad item must not sink the others
-        return ItemResult(media_id, FAILED, reason=f"{type(e).__name__}: {e}",
-                          seconds=time.perf_counter() - started, retries=retries)
+        result = ItemResult(media_id, FAILED, reason=f"{type(e).__name__}: {e}",
+                            seconds=time.perf_counter() - started, retries=retries)
+    result.task = task.name
+    upstream_cause = next((state.unavailable[a] for a in task.upstream if a in state.unavailable), None)
+    for output in task.outputs:
+        verb = "failed" if result.status == FAILED else "was dropped"
+        state.unavailable[output.asset] = upstream_cause or (output.asset, f"{verb} in this pass ({result.reason})")
+    return result
+
+
+def process_chain(tasks: Sequence[ItemTask], store, media_id: str) -> list[ItemResult]:
+    """One pass of ``media_id`` through ``tasks`` (in dependency order): one ``ItemResult`` per task.
+
+    A value computed in this pass is handed to the downstream tasks in memory; an upstream that
+    is not in ``tasks``, or is fresh and skipped, is read from storage (once). A task whose
+    upstream failed or was dropped in this pass is dropped, naming that upstream and its reason.
+    Never raises for a per-item problem.
+    """
+    state = _Pass(store, media_id)
+    return [_process(task, state) for task in tasks]

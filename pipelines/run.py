@@ -1,30 +1,25 @@
-"""Runs one media asset over a batch of media IDs as one Beam pipeline, and collects what happened."""
+"""Runs a run's media tasks over its media IDs as ONE Beam pipeline, and follows it while it runs."""
 
 import json
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.items import ItemResult, ItemTask
+from pipelines.items import FAILED, ItemResult, ItemTask
 from pipelines.transforms import ProcessMediaItems, metrics_namespace
 
-
-@dataclass
-class PipelineOutcome:
-    results: list[ItemResult]
-    counters: dict[str, int]
+NO_RESULT = "no result came back from the pipeline"
 
 
-def build_item_pipeline(task: ItemTask, store, media_ids: list[str], options: PipelineOptions,
-                        scratch_uri: str, progress_interval_s: float = 10.0) -> beam.Pipeline:
-    """The pipeline that processes ``media_ids`` for ``task``: one ``ProcessMediaItems`` step whose
-    bundles write their per-item results under ``<scratch_uri>/results`` and their progress under
-    ``<scratch_uri>/progress``, through the store, so any runner whose workers reach the store
-    works (a local folder for the DirectRunner or Dask on one machine, ``gs://`` for Dataflow).
+def build_media_pipeline(tasks: Sequence[ItemTask], store, media_ids: list[str], options: PipelineOptions,
+                         results_prefix: str, flush_interval_s: float = 2.0) -> beam.Pipeline:
+    """The pipeline that passes each of ``media_ids`` through ``tasks``: one ``ProcessMediaItems``
+    step whose workers write their per-item results under ``results_prefix`` through the store,
+    so any runner whose workers reach the store works (a local folder for the DirectRunner or
+    Dask on one machine, ``gs://`` for Dataflow).
 
     The pipeline ends at that step on purpose: runners that evaluate each branch of a graph on
     its own (the DaskRunner does) would otherwise process the media more than once.
@@ -33,45 +28,74 @@ def build_item_pipeline(task: ItemTask, store, media_ids: list[str], options: Pi
     (
         pipeline
         | "MediaIds" >> beam.Create(list(media_ids), reshuffle=False)
-        | f"Process[{task.name}]" >> ProcessMediaItems(task, store, f"{scratch_uri}/progress", progress_interval_s,
-                                                      results_prefix=f"{scratch_uri}/results")
+        | "ProcessMedia" >> ProcessMediaItems(tasks, store, results_prefix, flush_interval_s)
     )
     return pipeline
 
 
-def run_item_pipeline(task: ItemTask, store, media_ids: list[str], options: PipelineOptions,
-                      scratch_uri: str, on_progress: Callable[[int, int], None] | None = None,
-                      progress_interval_s: float = 10.0) -> PipelineOutcome:
-    """Process ``media_ids`` for ``task`` in a single pipeline, wait for it to finish and read the
-    per-item results back. While it runs, ``on_progress(done, total)`` is called every
-    ``progress_interval_s`` seconds.
+class MediaPipelineRun:
+    """One pipeline over ``media_ids``, run in a background thread; ``results()`` yields the
+    per-item results in batches as the workers write them, and one result per task and media
+    ID in all (a retried bundle's repeats are dropped; an ID that never came back is ``failed``
+    with ``NO_RESULT``). After ``results()`` is exhausted, ``counters`` holds each task's counts.
     """
-    pipeline = build_item_pipeline(task, store, media_ids, options, scratch_uri, progress_interval_s)
-    progress_prefix = f"{scratch_uri}/progress"
 
-    finished: dict = {}
+    def __init__(self, tasks: Sequence[ItemTask], store, media_ids: list[str], options: PipelineOptions,
+                 scratch_uri: str, poll_interval_s: float = 2.0):
+        self.tasks = tuple(tasks)
+        self.store = store
+        self.media_ids = list(media_ids)
+        self.results_prefix = f"{scratch_uri}/results"
+        self.poll_interval_s = poll_interval_s
+        self.pipeline = build_media_pipeline(self.tasks, store, self.media_ids, options, self.results_prefix,
+                                             flush_interval_s=poll_interval_s)
+        self.counters: dict[str, dict[str, int]] = {}
+        self._read_uris: set[str] = set()
+        self._seen: dict[tuple[str, str], ItemResult] = {}
 
-    def run():
-        try:
-            result = pipeline.run()
+    def results(self) -> Iterator[list[ItemResult]]:
+        finished: dict = {}
+
+        def run():
             try:
-                result.wait_until_finish()
-            finally:
-                _close_dask_client(result)
-            finished["result"] = result
-        except BaseException as e:  # re-raised in the caller's thread
-            finished["error"] = e
+                result = self.pipeline.run()
+                try:
+                    result.wait_until_finish()
+                finally:
+                    _close_dask_client(result)
+                finished["result"] = result
+            except BaseException as e:  # re-raised in the caller's thread
+                finished["error"] = e
 
-    runner = threading.Thread(target=run, name=f"beam-{task.name}", daemon=True)
-    runner.start()
-    while runner.is_alive():
-        runner.join(progress_interval_s)
-        if runner.is_alive() and on_progress is not None:
-            on_progress(_progress(store, progress_prefix), len(media_ids))
-    if "error" in finished:
-        raise finished["error"]
-    results = _read_results(store, f"{scratch_uri}/results")
-    return PipelineOutcome(results, _counters(finished["result"], task.name, results))
+        runner = threading.Thread(target=run, name="beam-media-pipeline", daemon=True)
+        runner.start()
+        while runner.is_alive():
+            runner.join(self.poll_interval_s)
+            batch = self._read_new()
+            if batch:
+                yield batch
+        if "error" in finished:
+            raise finished["error"]
+        batch = self._read_new()
+        batch += [ItemResult(media_id, FAILED, NO_RESULT, task=task.name)
+                  for media_id in self.media_ids for task in self.tasks if (task.name, media_id) not in self._seen]
+        if batch:
+            yield batch
+        self.counters = {task.name: _counters(finished["result"], task.name, self._seen.values())
+                         for task in self.tasks}
+
+    def _read_new(self) -> list[ItemResult]:
+        batch = []
+        for uri in self.store.list_uris(self.results_prefix):
+            if uri in self._read_uris:
+                continue
+            self._read_uris.add(uri)
+            for line in self.store.read_bytes(uri).decode().splitlines():
+                result = ItemResult.from_json(json.loads(line))
+                if (result.task, result.media_id) not in self._seen:
+                    self._seen[(result.task, result.media_id)] = result
+                    batch.append(result)
+        return batch
 
 
 def _close_dask_client(result) -> None:
@@ -82,34 +106,15 @@ def _close_dask_client(result) -> None:
         client.close()
 
 
-def _progress(store, progress_prefix: str) -> int:
-    done = 0
-    for uri in store.list_uris(progress_prefix):
-        try:
-            done += json.loads(store.read_bytes(uri))["done"]
-        except (OSError, ValueError, KeyError):  # being replaced right now: next time
-            continue
-    return done
-
-
-def _read_results(store, results_prefix: str) -> list[ItemResult]:
-    """One result per media ID: a retried bundle writes its items' results a second time."""
-    by_id = {}
-    for uri in store.list_uris(results_prefix):
-        for line in store.read_bytes(uri).decode().splitlines():
-            result = ItemResult.from_json(json.loads(line))
-            by_id[result.media_id] = result
-    return list(by_id.values())
-
-
-def _counters(result, name: str, results: list[ItemResult]) -> dict[str, int]:
-    """Beam's counters for this asset; runners without metrics (the DaskRunner) get the same
+def _counters(result, task_name: str, results) -> dict[str, int]:
+    """Beam's counters for one task; runners without metrics (the DaskRunner) get the same
     counts from the per-item results."""
     try:
-        query = result.metrics().query(MetricsFilter().with_namespace(metrics_namespace(name)))
+        query = result.metrics().query(MetricsFilter().with_namespace(metrics_namespace(task_name)))
     except NotImplementedError:
-        counters = {"received": len(results), "retried": sum(r.retries for r in results)}
-        for r in results:
+        mine = [r for r in results if r.task == task_name]
+        counters = {"received": len(mine), "retried": sum(r.retries for r in mine)}
+        for r in mine:
             counters[r.status] = counters.get(r.status, 0) + 1
         return counters
     counters = {}

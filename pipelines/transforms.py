@@ -2,97 +2,98 @@
 
 Usage in any Beam pipeline, batch or streaming::
 
-    outputs = media_ids | ProcessMediaItems(task, store)
-    outputs.materialized | ...   # ItemResult per ID whose outputs were written
-    outputs.skipped | ...        # ItemResult per ID whose outputs are fresh (not forced)
-    outputs.dropped | ...        # ItemResult per ID whose input is missing (reason set)
-    outputs.failed | ...         # ItemResult per ID whose processing failed (reason set)
+    results = media_ids | ProcessMediaItems([waveform_task, mel_task, mfcc_task], store)
+    results.materialized | ...   # ItemResult per (task, ID) whose outputs were written
+    results.skipped | ...        # ... whose outputs are fresh (not forced)
+    results.dropped | ...        # ... whose input is missing or whose upstream did not succeed
+    results.failed | ...         # ... whose processing failed (reason set)
 
-With ``results_prefix`` set, every bundle also writes its results as JSON lines to a file of
-its own under that prefix, which is how a launcher collects them on any runner.
+Each media ID passes through every task in one worker pass (``pipelines.items.process_chain``).
+With ``results_prefix`` set, each worker also writes the results it has as JSON lines to a file
+of its own under that prefix, every ``flush_interval_s`` seconds and when a bundle finishes,
+which is how a launcher follows a pipeline on any runner while it runs.
 """
 
 import json
 import time
 import uuid
+from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.items import STATES, process_item
+from pipelines.items import STATES, ItemTask, process_chain
 
 
 def metrics_namespace(name: str) -> str:
     return f"klio_assets.{name}"
 
 
-class ProcessItemFn(beam.DoFn):
-    """Runs the task for each media ID and routes the ``ItemResult`` to its state's output.
+class _TaskCounters:
+    """One task's counters: ``received``, one per state, ``retried`` and the ``item_ms`` distribution."""
 
-    Counts ``received``, one counter per state and ``retried`` (retries spent), and records per-item
-    milliseconds in the ``item_ms`` distribution, all in the namespace ``klio_assets.<task name>``.
-    With ``progress_prefix`` set, each DoFn instance also writes ``{"done": n}`` under that folder
-    at most every ``progress_interval_s`` seconds and at the end of each bundle, so that whoever
-    launched the pipeline can report progress on any runner. With ``results_prefix`` set, each
-    bundle writes its ``ItemResult``s to ``<results_prefix>/<random>.jsonl`` when it finishes (a
-    retried bundle writes a second file; ``pipelines.run`` keeps one result per media ID).
-    """
-
-    def __init__(self, task, store, progress_prefix: str | None = None, progress_interval_s: float = 10.0,
-                 results_prefix: str | None = None):
-        self.task = task
-        self.store = store
-        self.progress_prefix = progress_prefix
-        self.progress_interval_s = progress_interval_s
-        self.results_prefix = results_prefix
-        namespace = metrics_namespace(task.name)
+    def __init__(self, name: str):
+        namespace = metrics_namespace(name)
         self.received = Metrics.counter(namespace, "received")
         self.by_state = {state: Metrics.counter(namespace, state) for state in STATES}
         self.retried = Metrics.counter(namespace, "retried")
         self.item_ms = Metrics.distribution(namespace, "item_ms")
 
-    def setup(self):
-        self._progress_uri = f"{self.progress_prefix}/{uuid.uuid4().hex}.json" if self.progress_prefix else None
-        self._done = 0
-        self._last_report = time.monotonic()
-
-    def start_bundle(self):
-        self._bundle_results = []
-
-    def process(self, media_id: str):
+    def count(self, result) -> None:
         self.received.inc()
-        result = process_item(self.task, self.store, media_id)
         self.by_state[result.status].inc()
         if result.retries:
             self.retried.inc(result.retries)
         self.item_ms.update(int(result.seconds * 1000))
-        self._done += 1
-        if self._progress_uri and time.monotonic() - self._last_report >= self.progress_interval_s:
-            self._report_progress()
-        if self.results_prefix:
-            self._bundle_results.append(json.dumps(result.to_json()))
-        yield beam.pvalue.TaggedOutput(result.status, result)
+
+
+class ProcessItemFn(beam.DoFn):
+    """Passes each media ID through the tasks and routes each task's ``ItemResult`` to its state's
+    output, counting them in the namespace ``klio_assets.<task name>``.
+
+    With ``results_prefix`` set, results are written to ``<results_prefix>/<random>.jsonl`` files
+    (a retried bundle writes its items again; ``pipelines.run`` keeps the first result per task
+    and media ID).
+    """
+
+    def __init__(self, tasks: Sequence[ItemTask], store, results_prefix: str | None = None,
+                 flush_interval_s: float = 2.0):
+        self.tasks = tuple(tasks)
+        self.store = store
+        self.results_prefix = results_prefix
+        self.flush_interval_s = flush_interval_s
+        self.counters = {task.name: _TaskCounters(task.name) for task in self.tasks}
+
+    def start_bundle(self):
+        self._pending: list[str] = []
+        self._last_flush = time.monotonic()
+
+    def process(self, media_id: str):
+        for result in process_chain(self.tasks, self.store, media_id):
+            self.counters[result.task].count(result)
+            if self.results_prefix:
+                self._pending.append(json.dumps(result.to_json()))
+            yield beam.pvalue.TaggedOutput(result.status, result)
+        if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self._flush()
 
     def finish_bundle(self):
-        if self._bundle_results:
-            self.store.write_bytes(f"{self.results_prefix}/{uuid.uuid4().hex}.jsonl",
-                                   "\n".join(self._bundle_results).encode())
-            self._bundle_results = []
-        if self._progress_uri and self._done:
-            self._report_progress()
+        if self._pending:
+            self._flush()
 
-    def _report_progress(self):
-        self.store.write_bytes(self._progress_uri, json.dumps({"done": self._done}).encode())
-        self._last_report = time.monotonic()
+    def _flush(self):
+        self.store.write_bytes(f"{self.results_prefix}/{uuid.uuid4().hex}.jsonl", "\n".join(self._pending).encode())
+        self._pending = []
+        self._last_flush = time.monotonic()
 
 
 class ProcessMediaItems(beam.PTransform):
     """Media IDs in; ``materialized``, ``skipped``, ``dropped`` and ``failed`` PCollections of ``ItemResult`` out."""
 
-    def __init__(self, task, store, progress_prefix: str | None = None, progress_interval_s: float = 10.0,
-                 results_prefix: str | None = None, label=None):
+    def __init__(self, tasks: Sequence[ItemTask], store, results_prefix: str | None = None,
+                 flush_interval_s: float = 2.0, label=None):
         super().__init__(label)
-        self.fn = ProcessItemFn(task, store, progress_prefix, progress_interval_s, results_prefix)
+        self.fn = ProcessItemFn(tasks, store, results_prefix, flush_interval_s)
 
     def expand(self, media_ids):
         return (

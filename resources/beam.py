@@ -9,7 +9,7 @@ another is configuration only.
 import os
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Literal
 
 import dagster as dg
@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pydantic import Field, field_validator
 
 from pipelines.items import ItemTask
-from pipelines.run import PipelineOutcome, run_item_pipeline
+from pipelines.run import MediaPipelineRun
 
 # Short names for runners that Beam only knows by their full class path.
 RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
@@ -81,7 +81,7 @@ class DaskSettings(dg.Config):
 
 
 class BeamRunner(dg.ConfigurableResource):
-    """Runs each media asset's batch of IDs as one Beam pipeline on the configured runner."""
+    """Runs a run's media assets over its batch of IDs as one Beam pipeline on the configured runner."""
 
     runner: str = Field(
         default="DirectRunner",
@@ -98,7 +98,9 @@ class BeamRunner(dg.ConfigurableResource):
     dataflow: DataflowSettings | None = Field(default=None, description="Settings for DataflowRunner.")
     dask: DaskSettings | None = Field(default=None, description="Settings for DaskRunner.")
     progress_interval_s: float = Field(
-        default=15.0, gt=0, description="Seconds between progress lines (done / total) while a pipeline runs.")
+        default=2.0, gt=0, description=(
+            "Seconds between the workers' writes of finished items and the run's reads of them: how "
+            "soon a finished media ID shows as materialized in the UI while the pipeline goes on."))
 
     def pipeline_options(self, job_name: str) -> PipelineOptions:
         """The options for one pipeline. Beam checks them (required Dataflow options, formats)
@@ -116,11 +118,11 @@ class BeamRunner(dg.ConfigurableResource):
         return PipelineOptions([f"--runner={runner}", f"--job_name={job_name}", *runner_args,
                                 *self.pipeline_args])
 
-    def run(self, task: ItemTask, store, media_ids: list[str], run_id: str,
-            on_progress: Callable[[int, int], None] | None = None) -> PipelineOutcome:
-        job_name = re.sub(r"[^a-z0-9-]", "-", f"klio-{task.name}-{run_id[:8]}".lower())
-        return run_item_pipeline(task, store, media_ids, self.pipeline_options(job_name),
-                                 store.scratch_uri(run_id, task.name), on_progress, self.progress_interval_s)
+    def run(self, tasks: Sequence[ItemTask], store, media_ids: list[str], run_id: str) -> MediaPipelineRun:
+        """One pipeline that passes each media ID through ``tasks``; iterate its ``results()``."""
+        job_name = re.sub(r"[^a-z0-9-]", "-", f"klio-media-{run_id[:8]}".lower())
+        return MediaPipelineRun(tasks, store, media_ids, self.pipeline_options(job_name),
+                                store.scratch_uri(run_id, "media"), self.progress_interval_s)
 
 
 def beam_runner_from_env(environ=os.environ) -> BeamRunner:

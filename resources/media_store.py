@@ -10,7 +10,7 @@ Layout, as in Klio's data locations::
                                              <name> is ``pipelines.media_ids.storage_name(media_id)``
     <root>/<asset>/.klio/<name>.json         what produced that output: code version and config
                                              fingerprint, and the upstream outputs' versions
-    <root>/_runs/<run_id>/<asset>/...        per-run scratch: per-item results and progress
+    <root>/_runs/<run_id>/media/results/...  per-run scratch: the pipeline's per-item results
 """
 
 import abc
@@ -70,9 +70,9 @@ class MediaStore(abc.ABC):
         """The URI of the source media for ``media_id`` (first configured suffix that exists)."""
         return next((uri for uri in self.source_candidates(media_id) if self.exists(uri)), None)
 
-    def scratch_uri(self, run_id: str, asset: str) -> str:
-        """A per-run, per-asset folder for what a pipeline reports: per-item results and progress."""
-        return posixpath.join(self.root, "_runs", run_id, asset)
+    def scratch_uri(self, run_id: str, pipeline: str) -> str:
+        """A per-run folder for what one of its pipelines reports: its per-item results."""
+        return posixpath.join(self.root, "_runs", run_id, pipeline)
 
     def source_ids(self) -> Iterator[str]:
         """Every media ID with a source under ``source_location`` (recursively: a file in a

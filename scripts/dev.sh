@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: install if needed, then `klio-dev`: demo catalogue, Pub/Sub emulator
 # (unless KLIO_PUBSUB_PROJECT is set) and `dagster dev`. Extra arguments go to `dagster dev`
-# (e.g. -p 3001). Honours DAGSTER_HOME, KLIO_DATA_ROOT and KLIO_PUBSUB_EMULATOR_PORT.
+# (e.g. -p 3100). Honours DAGSTER_HOME, KLIO_DATA_ROOT, KLIO_MEDIA_PORT (default 3001) and
+# KLIO_PUBSUB_EMULATOR_PORT.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh"

@@ -72,6 +72,11 @@ class DevStack:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def media_url(self) -> str:
+        """Where ``klio-dev`` serves the data folder."""
+        return f"http://127.0.0.1:{self.env['KLIO_MEDIA_PORT']}"
+
+    @property
     def server(self) -> DagsterWebserver:
         return DagsterWebserver(self.url)
 
@@ -126,8 +131,8 @@ def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int, wait: bo
     data_root, log_path = os.path.join(folder, "data"), os.path.join(folder, "dev.log")
     env = {**os.environ, "DAGSTER_HOME": os.path.join(folder, "home"), "KLIO_DATA_ROOT": data_root,
            "KLIO_DEMO_COUNT": str(demo_count), "KLIO_MAX_IDS_PER_RUN": str(max_ids_per_run),
-           "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port)}
-    for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST"):
+           "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port), "KLIO_MEDIA_PORT": str(free_port())}
+    for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST", "KLIO_MEDIA_URL"):
         env.pop(name, None)
     with open(log_path, "a") as log:
         # Ctrl-C must reach it even when this process was started with SIGINT ignored (as a shell

@@ -12,6 +12,8 @@ import pytest
 from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.codecs import NDARRAY, WAVEFORM
 from klio_assets.media_asset import build_media_assets
+from resources.beam import BeamRunner
+from resources.storage import LocalMediaStorage
 from tests.conftest import latest_metadata, materialize_ids, materialized_partitions, observations
 
 MEDIA_ASSETS = build_media_assets(AUDIO_ASSETS)
@@ -73,8 +75,10 @@ def test_multi_partition_run_covers_every_format_and_asset(instance, resources, 
         assert materialized_partitions(instance, asset) == set(catalogue_ids), asset
 
 
-def test_partitions_report_duration_sample_rate_shape_and_plots(instance, resources, catalogue_ids):
+def test_partitions_report_duration_sample_rate_shape_and_plots(instance, store_root, catalogue_ids):
     media_id = catalogue_ids[1]
+    resources = {"media_storage": LocalMediaStorage(root=store_root, media_url="http://127.0.0.1:3001/"),
+                 "beam_runner": BeamRunner()}
     materialize_ids([MEDIA_ASSETS], [media_id], instance, resources)
 
     waveform = latest_metadata(instance, "waveform", media_id)
@@ -89,7 +93,8 @@ def test_partitions_report_duration_sample_rate_shape_and_plots(instance, resour
 
     for plot in PLOTS:
         meta = latest_metadata(instance, plot, media_id)
-        assert meta["plot"].value.startswith(f"![{plot} {media_id}](data:image/png;base64,iVBORw0KGgo")
+        # the UI shows the full-size plot from media storage; Dagster keeps only its link
+        assert meta["plot"].value == f"![plot](http://127.0.0.1:3001/{plot}/{media_id}.png)"
         assert (meta["width"].value, meta["height"].value) == (640, 240)
         with open(meta["path"].value, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -144,7 +149,10 @@ def test_bad_items_are_reported_and_do_not_sink_the_others(instance, resources, 
     assert "corrupt-1" not in materialized_partitions(instance, "waveform")
     downstream = observations(instance, "mfcc")
     assert set(downstream) == {"corrupt-1", "missing-1"}
-    assert "input 'mel_spectrogram' is not materialized" in downstream["corrupt-1"]["reason"]
+    assert downstream["corrupt-1"]["reason"].startswith(
+        "input 'mel_spectrogram' was not produced: 'waveform' failed in this pass (SourceDecodeError: source ")
+    assert downstream["missing-1"]["reason"].startswith(
+        "input 'mel_spectrogram' was not produced: 'waveform' was dropped in this pass (source media not found")
     assert not os.path.exists(os.path.join(store_root, "waveform", "corrupt-1.wav"))
 
 

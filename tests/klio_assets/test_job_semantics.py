@@ -101,10 +101,12 @@ def test_fresh_outputs_are_skipped_and_stale_ones_recomputed(instance, resources
     assert run().success
     first = mtime(store_root, "mfcc", media_id)
 
-    assert run().success  # same code version and config: skipped, and said so per ID
+    second = run()  # same code version and config: skipped, counted and listed in the run's summary
+    assert second.success
     assert mtime(store_root, "mfcc", media_id) == first
-    assert observations(instance, "mfcc")[media_id] == {
-        "status": "skipped", "reason": "output exists from the same code version, config and inputs (force to recompute)"}
+    summary = run_summary(instance, "mfcc", second.run_id)
+    assert (summary["skipped"], summary["materialized"], summary["skipped_media_ids"]) == (1, 0, [media_id])
+    assert media_id not in observations(instance, "mfcc")  # no event per skipped ID
     assert len(instance.fetch_materializations(dg.AssetKey("mfcc"), limit=10).records) == 1
 
     assert run(run_config={"ops": {"media_assets": {"config": {"mfcc": {"n_mfcc": 13}}}}}).success
@@ -186,6 +188,11 @@ def raises_type_error(numbers: np.ndarray) -> np.ndarray:
     raise TypeError("a bug, not worth retrying")
 
 
+def process_one(task: ItemTask, store, media_id: str) -> items.ItemResult:
+    [result] = items.process_chain([task], store, media_id)
+    return result
+
+
 def _task(fn, **kwargs) -> ItemTask:
     from klio_assets.codecs import NDARRAY
     return ItemTask("out", fn, (ItemInput("numbers", "numbers", NDARRAY),), (ItemOutput("out", NDARRAY),), **kwargs)
@@ -204,14 +211,14 @@ def numbers_store(tmp_path):
 def test_retries_back_off_exponentially_then_succeed(numbers_store, monkeypatch):
     waits = []
     monkeypatch.setattr(items.time, "sleep", waits.append)
-    result = items.process_item(_task(flaky, retries=3, retry_backoff_s=0.5), numbers_store, "n1")
+    result = process_one(_task(flaky, retries=3, retry_backoff_s=0.5), numbers_store, "n1")
     assert (result.status, result.retries) == ("materialized", 2)
     assert waits == [0.5, 1.0]
 
 
 def test_retries_run_out_and_name_the_attempts(numbers_store, monkeypatch):
     monkeypatch.setattr(items.time, "sleep", lambda s: None)
-    result = items.process_item(_task(flaky, retries=1, retry_backoff_s=0.1), numbers_store, "n1")
+    result = process_one(_task(flaky, retries=1, retry_backoff_s=0.1), numbers_store, "n1")
     assert result.status == "failed"
     assert result.reason == "ConnectionError: transient (after 2 attempts)"
     assert result.retries == 1
@@ -220,14 +227,14 @@ def test_retries_run_out_and_name_the_attempts(numbers_store, monkeypatch):
 def test_only_listed_errors_are_retried(numbers_store, monkeypatch):
     waits = []
     monkeypatch.setattr(items.time, "sleep", waits.append)
-    result = items.process_item(_task(raises_type_error, retries=3, retry_on=(ConnectionError,)), numbers_store, "n1")
+    result = process_one(_task(raises_type_error, retries=3, retry_on=(ConnectionError,)), numbers_store, "n1")
     assert (result.status, result.reason, waits) == ("failed", "TypeError: a bug, not worth retrying", [])
 
 
 def test_a_timed_out_attempt_fails_the_item_and_is_retried(numbers_store, monkeypatch):
     waits = []
     monkeypatch.setattr(items.time, "sleep", waits.append)
-    result = items.process_item(_task(slow, timeout_s=0.2, retries=1, retry_backoff_s=0.1), numbers_store, "n1")
+    result = process_one(_task(slow, timeout_s=0.2, retries=1, retry_backoff_s=0.1), numbers_store, "n1")
     assert result.status == "failed"
     assert result.reason == "ItemTimeout: timed out after 0.2 s (its process was stopped) (after 2 attempts)"
     assert waits == [0.1]
@@ -240,7 +247,7 @@ def test_a_timeout_stops_the_work_and_the_next_item_goes_on(numbers_store):
     from pipelines import isolation
 
     threads_before = set(threading.enumerate())
-    result = items.process_item(_task(never_returns, timeout_s=0.5, retries=1, retry_backoff_s=0.01),
+    result = process_one(_task(never_returns, timeout_s=0.5, retries=1, retry_backoff_s=0.01),
                                 numbers_store, "n1")
     assert (result.status, result.retries) == ("failed", 1)
     assert "timed out after 0.5 s" in result.reason
@@ -250,7 +257,7 @@ def test_a_timeout_stops_the_work_and_the_next_item_goes_on(numbers_store):
 
     # The same thread's next item (with a timeout) gets a fresh child and succeeds.
     numbers_store.write_bytes(numbers_store.output_uri("numbers", "n2", ".npy"), items_codec().encode(np.array([5])))
-    ok = items.process_item(_task(lambda numbers: numbers * 2, timeout_s=30), numbers_store, "n2")
+    ok = process_one(_task(lambda numbers: numbers * 2, timeout_s=30), numbers_store, "n2")
     assert ok.status == "materialized", ok.reason
     caller = isolation.for_this_thread()
     assert caller.pid is not None and psutil.Process(caller.pid).status() != psutil.STATUS_RUNNING
@@ -318,10 +325,35 @@ def test_runs_report_counters_timing_and_progress(instance, store_root, catalogu
         "received": 12, "materialized": 12, "skipped": 0, "dropped": 0, "failed": 0, "retried": 0}
     assert 50 <= summary["item_ms_p50"] <= summary["item_ms_p90"] <= summary["item_ms_p99"] <= summary["item_ms_max"]
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
-    progress = [m for m in messages if m.startswith("'slowish': ") and "/ 12 media IDs done" in m]
-    assert progress, "no progress line while the pipeline ran"
-    done = [int(m.split(": ")[1].split(" /")[0]) for m in progress]
-    assert done == sorted(done) and all(0 <= d <= 12 for d in done)
+    done = [int(m.split(" /")[0]) for m in messages if m.endswith("/ 12 media IDs done")]
+    assert len(done) >= 2 and done == sorted(done) and done[-1] == 12, done
+
+
+def test_finished_ids_are_reported_while_the_run_goes_on(instance, store_root, catalogue_ids):
+    """The second ID's function waits until Dagster shows the first one materialized: reporting
+    only when the pipeline ends would make it give up, and the run fail."""
+    calls, ref = [], instance.get_ref()  # the DoFn is pickled: it carries the instance's reference
+
+    @media_asset
+    def waits_for_first(waveform: Waveform) -> np.ndarray:
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.5)  # longer than the flush interval: the worker writes this result now
+            return waveform.samples[:1]
+        with dg.DagsterInstance.from_ref(ref) as reader:
+            for _ in range(600):
+                if reader.fetch_materializations(dg.AssetKey("waits_for_first"), limit=1).records:
+                    return waveform.samples[:1]
+                time.sleep(0.1)
+        raise TimeoutError("the first ID was not reported while the second was processed")
+
+    ids = catalogue_ids[:2]
+    resources = {"media_storage": LocalMediaStorage(root=store_root),
+                 "beam_runner": BeamRunner(progress_interval_s=0.1)}
+    result = materialize_ids([build_media_assets([waveform, waits_for_first])], ids, instance, resources,
+                             raise_on_error=False)
+    assert result.success, observations(instance, "waits_for_first")
+    assert materialized_partitions(instance, "waits_for_first") == set(ids)
 
 
 def test_built_in_assets_are_checked_per_partition(instance, resources, catalogue_ids):

@@ -39,19 +39,19 @@ def test_a_new_asset_is_one_function_and_runs_for_two_ids(instance, resources, s
         assert loud.sample_rate == base.sample_rate
 
 
-# --- One pipeline per asset per run ---------------------------------------------------------
+# --- One pipeline per run ------------------------------------------------------------------
 class RecordingBeamRunner(BeamRunner):
     """The real runner, which also appends one line per pipeline it runs to ``log_path``."""
 
     log_path: str
 
-    def run(self, task, store, media_ids, run_id, on_progress=None):
+    def run(self, tasks, store, media_ids, run_id):
         with open(self.log_path, "a") as f:
-            f.write(json.dumps({"asset": task.name, "ids": list(media_ids)}) + "\n")
-        return super().run(task, store, media_ids, run_id, on_progress)
+            f.write(json.dumps({"tasks": [t.name for t in tasks], "ids": list(media_ids)}) + "\n")
+        return super().run(tasks, store, media_ids, run_id)
 
 
-def test_each_selected_asset_runs_as_one_pipeline_over_all_ids(instance, store_root, catalogue_ids, tmp_path):
+def test_the_selected_assets_run_as_one_pipeline_over_all_ids(instance, store_root, catalogue_ids, tmp_path):
     log = tmp_path / "pipelines.jsonl"
     resources = {"media_storage": LocalMediaStorage(root=store_root),
                  "beam_runner": RecordingBeamRunner(log_path=str(log))}
@@ -59,8 +59,7 @@ def test_each_selected_asset_runs_as_one_pipeline_over_all_ids(instance, store_r
                              catalogue_ids, instance, resources, selection=["waveform", "mel_spectrogram"])
     assert result.success
     runs = [json.loads(line) for line in log.read_text().splitlines()]
-    assert runs == [{"asset": "waveform", "ids": catalogue_ids},
-                    {"asset": "mel_spectrogram", "ids": catalogue_ids}]
+    assert runs == [{"tasks": ["waveform", "mel_spectrogram"], "ids": catalogue_ids}]
     assert materialized_partitions(instance, "louder") == set()
 
 

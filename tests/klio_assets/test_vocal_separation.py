@@ -24,7 +24,8 @@ def test_separation_matches_the_method_run_directly(instance, resources, store_r
         full = np.abs(librosa.stft(y))
         assert np.all(stored["foreground_spectrogram"] <= full + 1e-4)  # soft masks are in [0, 1]
         assert np.all(stored["background_spectrogram"] <= full + 1e-4)
-        assert latest_metadata(instance, "foreground_plot", media_id)["plot"].value.startswith("![foreground_plot")
+        plot = latest_metadata(instance, "foreground_plot", media_id)
+        assert (plot["width"].value, plot["height"].value) == (640, 240)
     for asset in ("foreground_spectrogram", "background_spectrogram", "foreground_plot", "background_plot"):
         assert materialized_partitions(instance, asset) == set(ids)
 

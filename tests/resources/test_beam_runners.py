@@ -15,9 +15,9 @@ import pytest
 from apache_beam.runners.dataflow.internal import apiclient
 from distributed import LocalCluster
 
-from klio_assets.audio import AUDIO_ASSETS, mfcc
+from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import build_media_assets
-from pipelines.run import build_item_pipeline
+from pipelines.run import build_media_pipeline
 from resources.beam import BeamRunner, DaskSettings, DataflowSettings, beam_runner_from_env
 from resources.media_store import GCSMediaStore
 from resources.storage import LocalMediaStorage
@@ -32,12 +32,12 @@ DATAFLOW = DataflowSettings(
 
 
 def dataflow_job_request(runner: BeamRunner):
-    """The Dataflow job that Beam would submit for the mfcc pipeline over three IDs, and the
-    environment it would attach to it."""
-    options = runner.pipeline_options("klio-mfcc-0123abcd")
+    """The Dataflow job that Beam would submit for a run of every audio asset over three IDs,
+    and the environment it would attach to it."""
+    options = runner.pipeline_options("klio-media-0123abcd")
     store = GCSMediaStore("gs://klio-media/catalogue")
-    pipeline = build_item_pipeline(mfcc.task(None), store, ["a", "b", "c"], options,
-                                   store.scratch_uri("0123abcd", "mfcc"))
+    pipeline = build_media_pipeline([a.task(None) for a in AUDIO_ASSETS], store, ["a", "b", "c"], options,
+                                    store.scratch_uri("0123abcd", "media") + "/results")
     job = pipeline.run().job
     staged_pipeline = f"{job.google_cloud_options.staging_location}/pipeline.pb"
     environment = apiclient.Environment([], job.options, apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
@@ -50,8 +50,8 @@ def test_dataflow_options_from_the_resource_reach_the_job_request():
     job, env = dataflow_job_request(runner)
 
     cloud = job.google_cloud_options
-    assert (cloud.project, cloud.region, job.proto.name) == ("klio-prod", "europe-west1", "klio-mfcc-0123abcd")
-    assert cloud.staging_location.startswith("gs://klio-beam/staging/klio-mfcc-0123abcd.")
+    assert (cloud.project, cloud.region, job.proto.name) == ("klio-prod", "europe-west1", "klio-media-0123abcd")
+    assert cloud.staging_location.startswith("gs://klio-beam/staging/klio-media-0123abcd.")
     assert env.temp_storage_prefix.startswith("storage.googleapis.com/klio-beam/tmp")
     assert env.service_account_email == "klio-workers@klio-prod.iam.gserviceaccount.com"
     [pool] = env.worker_pools
@@ -61,9 +61,9 @@ def test_dataflow_options_from_the_resource_reach_the_job_request():
     assert pool.ip_configuration.name == "WORKER_IP_PRIVATE"
     assert pool.worker_harness_container_image == DATAFLOW.sdk_container_image
     assert {i.container_image for i in pool.sdk_harness_container_images} == {DATAFLOW.sdk_container_image}
-    # the media pipeline itself, with its per-item step, is what would be staged
+    # the media pipeline itself, ONE per-item step for every asset, is what would be staged
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    assert {"MediaIds", "Process[mfcc]"} <= {n.split("/")[0] for n in names}
+    assert {n.split("/")[0] for n in names if not n.startswith("ref_")} == {"MediaIds", "ProcessMedia"}
 
 
 def test_dataflow_settings_are_checked_before_anything_is_submitted():
@@ -79,8 +79,8 @@ def test_dataflow_settings_are_checked_before_anything_is_submitted():
     # Beam's own validation runs when the pipeline is built: a job name Dataflow refuses
     bad_name = BeamRunner(runner="DataflowRunner", dataflow=DATAFLOW, pipeline_args=["--dry_run=True", "--no_auth"])
     with pytest.raises(ValueError, match="job_name"):
-        build_item_pipeline(mfcc.task(None), GCSMediaStore("gs://m/c"), ["a"],
-                            bad_name.pipeline_options("Not_A_Valid_Name"), "gs://m/c/.scratch")
+        build_media_pipeline([a.task(None) for a in AUDIO_ASSETS], GCSMediaStore("gs://m/c"), ["a"],
+                             bad_name.pipeline_options("Not_A_Valid_Name"), "gs://m/c/.scratch")
 
 
 def test_runner_from_environment_is_configuration_only():

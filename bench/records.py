@@ -1,0 +1,126 @@
+"""Dagster bytes per media ID: ``.venv/bin/python bench/records.py [--n 20] [--seconds 30]``.
+
+Noisy clips (a few tones under broadband noise, as incompressible as real audio) go through
+every built-in asset (the 12 of ``klio_assets.definitions``) in ONE run, on an instance made by
+the project's own ``dagster.yaml`` (SQLite). Reported: how much the Dagster home grew per media
+ID, and where it went, by event type, in the run's shard and in the index database.
+A first run over two other IDs comes before, so that tables and files that every instance
+creates once are not counted.
+"""
+
+import argparse
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from contextlib import contextmanager
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import dagster as dg  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
+
+from klio_assets.definitions import MEDIA_ASSETS  # noqa: E402
+from klio_assets.media_asset import build_media_assets  # noqa: E402
+from resources.beam import BeamRunner  # noqa: E402
+from resources.storage import LocalMediaStorage  # noqa: E402
+
+import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
+
+RATE = 44100
+
+
+def noisy_clip(seconds: float, seed: int) -> np.ndarray:
+    """A few tones under broadband noise: plots and arrays as incompressible as real audio."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    tones = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(80, 2000, 4)) / 8
+    return (0.3 * tones + 0.2 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def write_noisy_catalogue(source_dir: str, prefix: str, count: int, seconds: float) -> list[str]:
+    os.makedirs(source_dir, exist_ok=True)
+    ids = [f"{prefix}-{i:04d}" for i in range(count)]
+    for i, media_id in enumerate(ids):
+        soundfile.write(os.path.join(source_dir, media_id + ".flac"), noisy_clip(seconds, seed=hash(media_id) % 2**32),
+                        RATE, subtype="PCM_16")
+    return ids
+
+
+def home_bytes(home: str) -> int:
+    """Bytes under ``home`` once every SQLite write-ahead log is checkpointed into its database
+    (a WAL is a bounded buffer that SQLite reuses, not growth)."""
+    for folder, _, files in os.walk(home):
+        for name in files:
+            if name.endswith(".db"):
+                with sqlite3.connect(os.path.join(folder, name)) as connection:
+                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sum(os.path.getsize(os.path.join(folder, name)) for folder, _, files in os.walk(home) for name in files)
+
+
+@contextmanager
+def project_instance():
+    with tempfile.TemporaryDirectory(prefix="bench-records-home-") as home:
+        shutil.copy(os.path.join(ROOT, "dagster.yaml"), home)
+        with scale_bench.instance_at(home) as instance:
+            yield home, instance
+
+
+def run_all(instance, root: str, ids: list[str]) -> dg.ExecuteInProcessResult:
+    instance.add_dynamic_partitions("media_ids", ids)
+    return dg.materialize(
+        [build_media_assets(MEDIA_ASSETS)], instance=instance,
+        resources={"media_storage": LocalMediaStorage(root=root, media_url="http://127.0.0.1:3001"),
+                   "beam_runner": BeamRunner()},
+        tags={"dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+
+
+def by_event_type(home: str, run_id: str) -> dict[str, tuple[int, int]]:
+    """Event type -> (count, bytes of serialized events) in the run's shard and the index."""
+    out: dict[str, list[int]] = {}
+    for db in (os.path.join(home, "history", "runs", f"{run_id}.db"), os.path.join(home, "history", "runs", "index.db")):
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+            rows = connection.execute("SELECT dagster_event_type, COUNT(*), SUM(LENGTH(event)) FROM event_logs "
+                                      "WHERE run_id = ? GROUP BY dagster_event_type", (run_id,)).fetchall()
+            for kind, count, size in rows:
+                entry = out.setdefault(kind or "log message", [0, 0])
+                entry[0] += count
+                entry[1] += size or 0
+            if db.endswith("index.db"):
+                count, size = connection.execute(
+                    "SELECT COUNT(*), SUM(LENGTH(evaluation_event)) FROM asset_check_executions WHERE run_id = ?",
+                    (run_id,)).fetchone()
+                entry = out.setdefault("check execution rows (index)", [0, 0])
+                entry[0] += count
+                entry[1] += size or 0
+    return {k: (c, b) for k, (c, b) in out.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20, help="media IDs in the measured run")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-records-") as root, project_instance() as (home, instance):
+        warm = write_noisy_catalogue(os.path.join(root, "sources"), "warm", 2, args.seconds)
+        measured = write_noisy_catalogue(os.path.join(root, "sources"), "clip", args.n, args.seconds)
+        assert run_all(instance, root, warm).success
+        before = home_bytes(home)
+        result = run_all(instance, root, measured)
+        assert result.success
+        grown = home_bytes(home) - before
+        print(f"Dagster home (SQLite, project dagster.yaml), {args.n} noisy {args.seconds:g} s clips, "
+              f"{sum(len(a.outputs) for a in MEDIA_ASSETS)} media assets, one run\n")
+        print("| what | per media ID |\n| --- | --- |")
+        print(f"| home growth | {grown / args.n / 1024:.1f} kB |")
+        for kind, (count, size) in sorted(by_event_type(home, result.run_id).items(), key=lambda kv: -kv[1][1]):
+            print(f"| {kind}: {count / args.n:.1f} rows | {size / args.n / 1024:.1f} kB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,7 @@
 
 It launches an *asset* backfill through the webserver's GraphQL API (the call the UI's
 "Materialize" dialog makes), so the assets' backfill policy applies: at most ``max_ids_per_run``
-IDs per run, one Beam pipeline per asset per run. Dagster's own ``dagster job backfill`` would
+IDs per run, one Beam pipeline per run. Dagster's own ``dagster job backfill`` would
 launch one run per ID instead, and ``dagster asset materialize --partition-range`` requires a
 single-run policy. The webserver's daemon (``dagster dev`` runs one) launches the runs.
 """

@@ -132,8 +132,8 @@ def test_c_backfill_several_ids_one_beam_pipeline_per_run(page, dev):
         assert len(pipelines) == 1, pipelines  # one for the run, not one per asset or per ID
         assert ": 2 media IDs through " in pipelines[0] and all(a in pipelines[0] for a in AUDIO)
     visit(page, dev, f"/runs/{backfill['runs'][0]['runId']}")
-    page.get_by_text("one Beam pipeline", exact=False).first.wait_for(timeout=60_000)
-    shoot(page, "c-run-log-one-pipeline-per-run")
+    page.get_by_text("Success", exact=True).first.wait_for(timeout=60_000)
+    shoot(page, "c-run-log")
 
 
 def test_d_a_published_id_appears_as_a_partition_with_a_sensor_run(page, dev):
@@ -155,8 +155,7 @@ def test_d_a_published_id_appears_as_a_partition_with_a_sensor_run(page, dev):
 
 def test_e_a_plot_partition_shows_its_image(page, dev):
     visit(page, dev, "/assets/mel_spectrogram_plot?view=partitions&partition=demo-000-tone")
-    page.get_by_text("Show Markdown").first.click()
-    # the image comes from media storage (klio-dev serves it); Dagster keeps only the link
+    # shown inline, full size, from media storage (klio-dev serves it); Dagster keeps only the link
     image = page.locator(f"img[src^='{dev.media_url}/mel_spectrogram_plot/']").first
     image.wait_for()
     wait_until(lambda: image.evaluate("img => img.complete && img.naturalWidth") == 640, 30,

@@ -10,7 +10,7 @@ from sensors.wire import MediaEvent, encode_event
 from resources.pubsub import PubSubResource, message_key
 from resources.pubsub_emulator import PubSubEmulator
 from sensors.pubsub_sensor import TickState
-from tests.conftest import materialized_partitions, observations
+from tests.conftest import materialized_partitions, observations, run_summary
 from tests.sensors.conftest import Daemon, pull_dead_letters
 from tests.sensors.test_events import bytes_field, varint_field
 
@@ -73,10 +73,11 @@ def test_bottom_up_runs_only_the_recipient_and_its_missing_inputs(daemon, pubsub
     before = os.stat(output(store_root, "mfcc", media_id)).st_mtime_ns
     publish(pubsub, encode_event(MediaEvent(media_id, recipients=("mfcc_plot",))))
     [request] = daemon.tick()
-    assert daemon.execute([request])[0].success
+    [result] = daemon.execute([request])
+    assert result.success
     assert os.path.exists(output(store_root, "mfcc_plot", media_id))
     assert os.stat(output(store_root, "mfcc", media_id)).st_mtime_ns == before
-    assert observations(instance, "mfcc")[media_id]["status"] == "skipped"
+    assert run_summary(instance, "mfcc", result.run_id)["skipped_media_ids"] == [media_id]
     assert not os.path.exists(output(store_root, "spectrogram", media_id))
 
 
@@ -87,13 +88,14 @@ def test_existing_outputs_are_kept_unless_forced(daemon, pubsub, instance, store
         publish(pubsub, encode_event(MediaEvent(media_id, force=force, recipients=("waveform",))))
         [request] = daemon.tick()
         before = os.stat(path).st_mtime_ns if os.path.exists(path) else None
-        assert daemon.execute([request])[0].success
+        [result] = daemon.execute([request])
+        assert result.success
         after = os.stat(path).st_mtime_ns
         if before is None or force:
             assert after != before
         else:
             assert after == before
-            assert observations(instance, "waveform")[media_id]["status"] == "skipped"
+            assert run_summary(instance, "waveform", result.run_id)["skipped"] == 1
     assert len(instance.fetch_materializations(dg.AssetKey("waveform"), limit=10).records) == 2
 
 

@@ -3,7 +3,9 @@
 Noisy clips (a few tones under broadband noise, as incompressible as real audio) go through
 every built-in asset (the 12 of ``klio_assets.definitions``) in ONE run, on an instance made by
 the project's own ``dagster.yaml`` (SQLite). Reported: how much the Dagster home grew per media
-ID, and where it went, by event type, in the run's shard and in the index database.
+ID, and where it went, by event type, in the run's shard and in the index database; with
+``--postgres``, also how much a PostgreSQL instance's database grew for the same run (a
+throwaway server, ``tests/postgres_server.py``).
 A first run over two other IDs comes before, so that tables and files that every instance
 creates once are not counted.
 """
@@ -29,6 +31,7 @@ from resources.beam import BeamRunner  # noqa: E402
 from resources.storage import LocalMediaStorage  # noqa: E402
 
 import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
+from tests.postgres_server import throwaway_postgres  # noqa: E402
 
 RATE = 44100
 
@@ -62,11 +65,26 @@ def home_bytes(home: str) -> int:
 
 
 @contextmanager
-def project_instance():
+def project_instance(postgres_url: str | None = None):
+    """The project's dagster.yaml (SQLite), or an instance whose storage is ``postgres_url``."""
     with tempfile.TemporaryDirectory(prefix="bench-records-home-") as home:
-        shutil.copy(os.path.join(ROOT, "dagster.yaml"), home)
+        if postgres_url:
+            with open(os.path.join(home, "dagster.yaml"), "w") as f:
+                f.write(f"telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_url: {postgres_url}\n")
+        else:
+            shutil.copy(os.path.join(ROOT, "dagster.yaml"), home)
         with scale_bench.instance_at(home) as instance:
             yield home, instance
+
+
+def postgres_bytes(url: str) -> int:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as connection:
+        size = connection.execute(sqlalchemy.text("SELECT pg_database_size('dagster')")).scalar()
+    engine.dispose()
+    return int(size)
 
 
 def run_all(instance, root: str, ids: list[str]) -> dg.ExecuteInProcessResult:
@@ -100,6 +118,18 @@ def by_event_type(home: str, run_id: str) -> dict[str, tuple[int, int]]:
     return {k: (c, b) for k, (c, b) in out.items()}
 
 
+def measure_postgres(n: int, seconds: float) -> float:
+    """Bytes a PostgreSQL instance's database grew per media ID over the same kind of run."""
+    with throwaway_postgres() as url, tempfile.TemporaryDirectory(prefix="bench-records-") as root, \
+            project_instance(url) as (_, instance):
+        warm = write_noisy_catalogue(os.path.join(root, "sources"), "warm", 2, seconds)
+        measured = write_noisy_catalogue(os.path.join(root, "sources"), "clip", n, seconds)
+        assert run_all(instance, root, warm).success
+        before = postgres_bytes(url)
+        assert run_all(instance, root, measured).success
+        return (postgres_bytes(url) - before) / n
+
+
 def measure(n: int, seconds: float) -> tuple[float, dict[str, tuple[int, int]]]:
     """Bytes the Dagster home grew per media ID over one run of ``n`` noisy clips, and the run's
     events by type (count, bytes)."""
@@ -117,12 +147,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="media IDs in the measured run")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
+    parser.add_argument("--postgres", action="store_true", help="also measure a PostgreSQL instance")
     args = parser.parse_args()
     per_id, events = measure(args.n, args.seconds)
+    on_postgres = measure_postgres(args.n, args.seconds) if args.postgres else None
     print(f"Dagster home (SQLite, project dagster.yaml), {args.n} noisy {args.seconds:g} s clips, "
           f"{sum(len(a.outputs) for a in MEDIA_ASSETS)} media assets, one run\n")
     print("| what | per media ID |\n| --- | --- |")
     print(f"| home growth | {per_id / 1024:.1f} kB |")
+    if on_postgres is not None:
+        print(f"| PostgreSQL database growth (deploy's storage) | {on_postgres / 1024:.1f} kB |")
     for kind, (count, size) in sorted(events.items(), key=lambda kv: -kv[1][1]):
         print(f"| {kind}: {count / args.n:.1f} rows | {size / args.n / 1024:.1f} kB |")
     return 0

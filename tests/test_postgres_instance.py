@@ -2,43 +2,25 @@
 registers partitions, a run materializes, and the state survives a restart of the Dagster processes.
 The Kubernetes run launcher is replaced by the default one here: no cluster runs on this machine."""
 
-import glob
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 import yaml
 from dagster import DagsterInstance
 
-from resources.pubsub_emulator import free_port
 from sensors.wire import MediaEvent, encode_event
 from tests.dev_stack import ROOT
+from tests.postgres_server import throwaway_postgres
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def postgres():
-    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    assert initdb, "PostgreSQL is missing: scripts/test.sh installs it (apt-get install postgresql)"
-    bindir, port = os.path.dirname(initdb[-1]), free_port()
-    data = tempfile.mkdtemp(prefix="klio-pg-")
-    shutil.chown(data, "postgres", "postgres")
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, f"{bindir}/initdb", "-D", f"{data}/db", "-U", "postgres", "--auth=trust"],
-                   check=True, capture_output=True)
-    subprocess.run([*as_postgres, f"{bindir}/pg_ctl", "-D", f"{data}/db", "-l", f"{data}/log", "-w", "start",
-                    "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1"], check=True, capture_output=True)
-    try:
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE dagster"],
-                       check=True, capture_output=True)
-        yield {"DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{port}/dagster"}
-    finally:
-        subprocess.run([*as_postgres, f"{bindir}/pg_ctl", "-D", f"{data}/db", "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+    with throwaway_postgres() as url:
+        yield {"DAGSTER_PG_URL": url}
 
 
 @pytest.fixture

@@ -53,6 +53,9 @@ class PlotConfig(Config):
         return (self.width_inches, self.height_inches)
 
 
+DB_RANGE = (-80.0, 0.0)
+"""Decibels relative to the loudest bin: librosa's ``*_to_db(ref=np.max)`` keeps 80 dB (``top_db``)."""
+
 PLOT_SIZE = image_size(lambda c: (round(c.width_inches * c.dpi), round(c.height_inches * c.dpi)))
 
 
@@ -94,7 +97,8 @@ def spectrogram_plot(spectrogram: np.ndarray, waveform: Waveform, config: PlotCo
     """The magnitude spectrogram in dB, 0 Hz to Nyquist."""
     return plot_time_frequency(
         librosa.amplitude_to_db(spectrogram, ref=np.max), waveform.duration_s,
-        (0.0, waveform.sample_rate / 2), "frequency (Hz)", "dB", "spectrogram", config.size, config.dpi)
+        (0.0, waveform.sample_rate / 2), "frequency (Hz)", "dB", "spectrogram", config.size, config.dpi,
+        value_range=DB_RANGE)
 
 
 @media_asset(code_version="1", checks=[PLOT_SIZE])
@@ -103,7 +107,7 @@ def mel_spectrogram_plot(mel_spectrogram: np.ndarray, waveform: Waveform, config
     return plot_time_frequency(
         librosa.power_to_db(mel_spectrogram, ref=np.max), waveform.duration_s,
         (0.0, float(mel_spectrogram.shape[0])), "mel band", "dB", "mel spectrogram",
-        config.size, config.dpi)
+        config.size, config.dpi, value_range=DB_RANGE)
 
 
 @media_asset(code_version="1", checks=[PLOT_SIZE])

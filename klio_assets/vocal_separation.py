@@ -12,7 +12,7 @@ from dagster import Config
 from pydantic import Field
 
 from klio_assets import PlotImage, Waveform, media_asset
-from klio_assets.audio import PlotConfig
+from klio_assets.audio import DB_RANGE, PlotConfig
 from klio_assets.checks import shape_and_dtype
 from klio_assets.plots import plot_time_frequency
 
@@ -62,7 +62,7 @@ def separated_spectrograms(waveform: Waveform, config: SeparationConfig) -> dict
 def _plot(spectrogram: np.ndarray, waveform: Waveform, title: str, config: PlotConfig) -> PlotImage:
     return plot_time_frequency(librosa.amplitude_to_db(spectrogram, ref=np.max), waveform.duration_s,
                                (0.0, waveform.sample_rate / 2), "frequency (Hz)", "dB", title,
-                               config.size, config.dpi)
+                               config.size, config.dpi, value_range=DB_RANGE)
 
 
 @media_asset(code_version="1", group_name=GROUP)

@@ -73,6 +73,7 @@ class MediaAsset:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     event_output: str | None = None
     returns_dict: bool = False  # declared with outs
+    setup: tuple[tuple[str, Callable], ...] = ()  # (parameter, factory), built once per worker process
 
     @property
     def upstream(self) -> list[str]:
@@ -83,7 +84,7 @@ class MediaAsset:
         config = self.config_cls(**(raw_config or {})) if self.config_cls else None
         return ItemTask(self.name, self.fn, self.inputs, tuple(outputs or self.outputs), config,
                         self.code_version, force, self.timeout_s, self.retries, self.retry_backoff_s,
-                        self.retry_on, self.returns_dict, run_id)
+                        self.retry_on, self.returns_dict, run_id, self.setup)
 
     def specs(self) -> list[dg.AssetSpec]:
         return [dg.AssetSpec(
@@ -124,6 +125,7 @@ def media_asset(
     retry_backoff_s: float = 1.0,
     retry_on: tuple[type[BaseException], ...] = (Exception,),
     event_output: str | None = None,
+    setup: Mapping[str, Callable[[], object]] | None = None,
 ) -> MediaAsset | Callable[[Callable], MediaAsset]:
     """Decorator: declare a media asset from a per-item function (see the module docstring).
 
@@ -143,18 +145,23 @@ def media_asset(
             (Klio's ``@retry``); waits ``retry_backoff_s * 2 ** (n - 1)`` before retry n.
         event_output: ``"klio"`` or ``"json"``: publish one message per materialized (or fresh)
             ID to the ``pubsub`` resource's ``output_topic`` (Klio's event output).
+        setup: parameter name -> a function of no arguments that builds something expensive (a
+            model, a table, a client). It runs once per worker process, the first time the
+            function is actually called there, and its value is passed to every call
+            (``pipelines.worker_resources``). With ``timeout_s`` the value travels to the
+            timeout's child process with each call, so it must be picklable.
     """
 
     def declare(fn: Callable) -> MediaAsset:
         return _declare(fn, name or fn.__name__, dict(outs or {}), dict(ins or {}), checks,
                         description or inspect.getdoc(fn), code_version, group_name, timeout_s,
-                        retries, retry_backoff_s, tuple(retry_on), event_output)
+                        retries, retry_backoff_s, tuple(retry_on), event_output, dict(setup or {}))
 
     return declare(fn) if fn is not None else declare
 
 
 def _declare(fn, asset_name, outs, ins, checks, description, code_version, group_name, timeout_s,
-             retries, retry_backoff_s, retry_on, event_output) -> MediaAsset:
+             retries, retry_backoff_s, retry_on, event_output, setup) -> MediaAsset:
     where = f"media asset '{asset_name}' ({fn.__module__}.{fn.__qualname__})"
     hints = typing.get_type_hints(fn)
     if event_output not in (None, "klio", "json"):
@@ -182,8 +189,17 @@ def _declare(fn, asset_name, outs, ins, checks, description, code_version, group
 
     config_cls = None
     inputs = []
-    for param in inspect.signature(fn).parameters:
+    parameters = inspect.signature(fn).parameters
+    unknown = set(setup) - set(parameters)
+    if unknown:
+        raise TypeError(f"{where}: setup names parameters the function does not have: {sorted(unknown)}")
+    not_callable = [param for param, factory in setup.items() if not callable(factory)]
+    if not_callable:
+        raise TypeError(f"{where}: setup values must be functions of no arguments; not for {not_callable}")
+    for param in parameters:
         annotation = hints.get(param)
+        if param in setup:
+            continue
         if param == "config":
             if not (inspect.isclass(annotation) and issubclass(annotation, dg.Config)):
                 raise TypeError(f"{where}: parameter 'config' must be annotated with a dagster.Config subclass")
@@ -201,7 +217,8 @@ def _declare(fn, asset_name, outs, ins, checks, description, code_version, group
     if not inputs:
         raise TypeError(f"{where}: needs at least one input (a SourceMedia parameter or an upstream asset)")
     return MediaAsset(asset_name, fn, tuple(inputs), outputs, config_cls, description, code_version,
-                      group_name, timeout_s, retries, retry_backoff_s, retry_on, event_output, bool(outs))
+                      group_name, timeout_s, retries, retry_backoff_s, retry_on, event_output, bool(outs),
+                      tuple(setup.items()))
 
 
 def _in_dependency_order(media_assets: Sequence[MediaAsset]) -> list[MediaAsset]:

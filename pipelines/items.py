@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines import isolation
+from pipelines import isolation, worker_resources
 from pipelines.isolation import ItemTimeout
 
 MATERIALIZED = "materialized"
@@ -90,6 +90,7 @@ class ItemTask:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     returns_dict: bool = False
     run_id: str | None = None  # recorded beside each output: which run wrote it
+    setup: tuple[tuple[str, Callable[[], Any]], ...] = ()  # (parameter, factory): built once per worker
 
     @property
     def upstream(self) -> list[str]:
@@ -263,6 +264,8 @@ def _process(task: ItemTask, state: _Pass) -> ItemResult:
         kwargs = _load_inputs(task, state)
         if task.config is not None:
             kwargs["config"] = task.config
+        for param, factory in task.setup:
+            kwargs[param] = worker_resources.get(task.name, param, factory)
         value, retries = _call_with_retries(task, kwargs)
         values = value if task.returns_dict else {task.outputs[0].asset: value}
         missing = [o.asset for o in task.outputs if not isinstance(values, dict) or o.asset not in values]

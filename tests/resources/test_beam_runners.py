@@ -124,3 +124,21 @@ def test_media_assets_materialize_on_a_dask_cluster(dask_cluster, instance, stor
     assert dofn_tasks["memory"] == 2
     summary = run_summary(instance, "mfcc", result.run_id)
     assert (summary["received"], summary["materialized"], summary["failed"]) == (4, 4, 0)
+
+
+@pytest.mark.slow
+def test_a_per_worker_model_is_loaded_once_per_dask_worker(dask_cluster, instance, store_root, catalogue_ids, tmp_path):
+    from tests.klio_assets.test_worker_resources import loads, model_asset
+
+    log = str(tmp_path / "loads")
+    runner = BeamRunner(runner="DaskRunner",
+                        dask=DaskSettings(client_address=dask_cluster.scheduler_address, npartitions=4))
+    resources = {"media_storage": LocalMediaStorage(root=store_root), "beam_runner": runner}
+    result = materialize_ids([build_media_assets([AUDIO_ASSETS[0], model_asset(log)])], catalogue_ids, instance,
+                             resources)
+    assert result.success
+    assert materialized_partitions(instance, "loudness_by_model") == set(catalogue_ids)
+    pids = loads(log)
+    worker_pids = {str(w.pid) for w in dask_cluster.workers.values()}
+    # four bundles on two workers: each worker that ran one loaded the model once, however many
+    assert pids and len(pids) == len(set(pids)) and set(pids) <= worker_pids, (pids, worker_pids)

@@ -39,6 +39,9 @@ def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
     work = [(a, outputs) for a, outputs in work if outputs]
     if tag_is_true(context.run.tags, PING_TAG):
         yield from _ping(context, [o.asset for _, outputs in work for o in outputs], ids)
+        for media, outputs in work:
+            if media.event_output:  # Klio passes pings downstream, so a whole DAG can be traced
+                _publish_event_output(context, media, outputs, ids, "ping")
         return
     force = tag_is_true(context.run.tags, FORCE_TAG) or context.op_config.get("force", False)
     store = context.resources.media_storage.store()
@@ -57,7 +60,8 @@ def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
             for output in outputs:
                 yield from _report(context, output, results, tally)
             if media.event_output:
-                _publish_event_output(context, media, outputs, results)
+                ready = [m for m, r in results.items() if r.status in (MATERIALIZED, SKIPPED)]
+                _publish_event_output(context, media, outputs, ready, {m: results[m].status for m in ready})
         finished.update(r.media_id for r in batch)
         context.log.info(f"{len(finished)} / {len(ids)} media IDs done")
     for media, outputs in work:
@@ -197,15 +201,18 @@ def _unreported(instance: dg.DagsterInstance, asset: str, records: Mapping[str, 
     return unreported
 
 
-def _publish_event_output(context, media, outputs: Sequence[ItemOutput], results: Mapping[str, ItemResult]) -> None:
+def _publish_event_output(context, media, outputs: Sequence[ItemOutput], ids: Sequence[str],
+                          status: Mapping[str, str] | str) -> None:
+    """One message per output asset and media ID in ``ids``, with its ``status`` (per ID, or
+    ``"ping"``: then the message is a ping too, as Klio passes pings downstream)."""
     pubsub = context.resources.pubsub
     if not pubsub.output_topic:
         raise dg.Failure(f"media asset '{media.name}' has event_output={media.event_output!r}, but the "
                          "pubsub resource has no output_topic (set KLIO_PUBSUB_OUTPUT_TOPIC)")
-    messages = [(encode_event(MediaEvent(media_id), media.event_output),
-                 {"asset": output.asset, "status": result.status, "run_id": context.run_id})
-                for output in outputs for media_id, result in results.items()
-                if result.status in (MATERIALIZED, SKIPPED)]
+    ping = status == "ping"
+    messages = [(encode_event(MediaEvent(media_id, ping=ping), media.event_output),
+                 {"asset": output.asset, "status": "ping" if ping else status[media_id], "run_id": context.run_id})
+                for output in outputs for media_id in ids]
     if messages:
         pubsub.publish(pubsub.output_topic, messages)
     context.log.info(f"'{media.name}': published {len(messages)} event(s) to {pubsub.output_topic}")

@@ -1,6 +1,8 @@
 """Event output: a media asset tells downstream jobs, on Pub/Sub, which IDs are ready."""
 
 import json
+import os
+import uuid
 
 import numpy as np
 import pytest
@@ -39,10 +41,11 @@ def pull_all(pubsub: PubSubResource, subscription: str) -> list:
 @pytest.fixture
 def pubsub(emulator, monkeypatch) -> PubSubResource:
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
-    resource = PubSubResource(project="klio-test", topic="eo-in", subscription="eo-in-sub", output_topic="eo-out")
+    out = f"eo-out-{uuid.uuid4().hex[:8]}"  # one output topic per test: the emulator lives for the session
+    resource = PubSubResource(project="klio-test", topic="eo-in", subscription="eo-in-sub", output_topic=out)
     resource.ensure_exists()
     resource.subscriber.create_subscription(request={
-        "name": resource.subscriber.subscription_path("klio-test", "eo-out-sub"), "topic": resource.topic_path("eo-out")})
+        "name": resource.subscriber.subscription_path("klio-test", f"{out}-sub"), "topic": resource.topic_path(out)})
     return resource
 
 
@@ -53,7 +56,7 @@ def test_one_message_per_ready_id_in_klio_and_json_formats(pubsub, instance, sto
     result = materialize_ids([assets], ids, instance, resources)
     assert result.success  # "not-there" has no source: it is dropped, which does not fail a run
 
-    messages = pull_all(pubsub, "eo-out-sub")
+    messages = pull_all(pubsub, f"{pubsub.output_topic}-sub")
     klio = sorted((parse_event(m.message.data, set()).media_id, m.message.attributes["status"])
                   for m in messages if m.message.attributes["asset"] == "peak")
     assert klio == sorted([(catalogue_ids[0], "materialized"), (catalogue_ids[1], "materialized")])
@@ -67,8 +70,23 @@ def test_one_message_per_ready_id_in_klio_and_json_formats(pubsub, instance, sto
     # Fresh outputs are passed through, as Klio does: downstream jobs still hear about them.
     again = materialize_ids([assets], catalogue_ids[:2], instance, resources)
     assert again.success
-    statuses = {(m.message.attributes["asset"], m.message.attributes["status"]) for m in pull_all(pubsub, "eo-out-sub")}
+    statuses = {(m.message.attributes["asset"], m.message.attributes["status"]) for m in pull_all(pubsub, f"{pubsub.output_topic}-sub")}
     assert statuses == {("peak", "skipped"), ("rms", "skipped")}
+
+
+def test_a_ping_is_passed_on_as_a_ping_and_nothing_is_processed(pubsub, instance, store_root, catalogue_ids):
+    resources = {"media_storage": LocalMediaStorage(root=store_root), "beam_runner": BeamRunner(), "pubsub": pubsub}
+    ids = catalogue_ids[:2]
+    result = materialize_ids([build_media_assets([waveform, peak, rms])], ids, instance, resources,
+                             tags={"klio/ping": "true"})
+    assert result.success
+    messages = pull_all(pubsub, f"{pubsub.output_topic}-sub")
+    klio = sorted(((parse_event(m.message.data, set()), m.message.attributes["status"])
+                   for m in messages if m.message.attributes["asset"] == "peak"), key=lambda e: e[0].media_id)
+    assert klio == [(MediaEvent(media_id, ping=True), "ping") for media_id in sorted(ids)]
+    assert sorted(json.loads(m.message.data)["ping"] for m in messages if m.message.attributes["asset"] == "rms") == [
+        True, True]
+    assert not any(os.path.exists(os.path.join(store_root, asset)) for asset in ("waveform", "peak", "rms"))
 
 
 def test_event_output_without_an_output_topic_names_the_setting(emulator, monkeypatch, instance, store_root, catalogue_ids):

@@ -40,6 +40,19 @@ SOURCE_SUFFIXES = source_suffixes_from_env()
 MEDIA_URL = os.environ.get("KLIO_MEDIA_URL")
 PUBSUB_CONFIGURED = bool(os.environ.get("KLIO_PUBSUB_PROJECT") or os.environ.get("PUBSUB_EMULATOR_HOST"))
 
+MEDIA_STORAGE = (
+    GCSMediaStorage(root=DATA_ROOT, source_suffixes=SOURCE_SUFFIXES, **({"media_url": MEDIA_URL} if MEDIA_URL else {}))
+    if DATA_ROOT.startswith("gs://")
+    else LocalMediaStorage(root=os.path.abspath(DATA_ROOT), source_suffixes=SOURCE_SUFFIXES, media_url=MEDIA_URL))
+PUBSUB = PubSubResource(
+    project=os.environ.get("KLIO_PUBSUB_PROJECT", "klio-dev"),
+    topic=os.environ.get("KLIO_PUBSUB_TOPIC", "klio-media-events"),
+    subscription=os.environ.get("KLIO_PUBSUB_SUBSCRIPTION", "klio-media-events-dagster"),
+    dead_letter_topic=os.environ.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "klio-media-events-dead-letter"),
+    output_topic=os.environ.get("KLIO_PUBSUB_OUTPUT_TOPIC", "klio-media-outputs"),
+    ack_deadline_seconds=int(os.environ.get("KLIO_PUBSUB_ACK_DEADLINE_S", "60")),
+)
+
 defs = dg.Definitions(
     assets=[build_media_assets(MEDIA_ASSETS, max_ids_per_run=MAX_IDS_PER_RUN)],
     jobs=[media_job],
@@ -47,21 +60,7 @@ defs = dg.Definitions(
         MEDIA_ASSETS, max_ids_per_run=MAX_IDS_PER_RUN,
         default_status=dg.DefaultSensorStatus.RUNNING if PUBSUB_CONFIGURED else dg.DefaultSensorStatus.STOPPED,
     )],
-    resources={
-        "media_storage": GCSMediaStorage(root=DATA_ROOT, source_suffixes=SOURCE_SUFFIXES,
-                                         **({"media_url": MEDIA_URL} if MEDIA_URL else {}))
-        if DATA_ROOT.startswith("gs://")
-        else LocalMediaStorage(root=os.path.abspath(DATA_ROOT), source_suffixes=SOURCE_SUFFIXES, media_url=MEDIA_URL),
-        "beam_runner": beam_runner_from_env(),
-        "pubsub": PubSubResource(
-            project=os.environ.get("KLIO_PUBSUB_PROJECT", "klio-dev"),
-            topic=os.environ.get("KLIO_PUBSUB_TOPIC", "klio-media-events"),
-            subscription=os.environ.get("KLIO_PUBSUB_SUBSCRIPTION", "klio-media-events-dagster"),
-            dead_letter_topic=os.environ.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "klio-media-events-dead-letter"),
-            output_topic=os.environ.get("KLIO_PUBSUB_OUTPUT_TOPIC", "klio-media-outputs"),
-            ack_deadline_seconds=int(os.environ.get("KLIO_PUBSUB_ACK_DEADLINE_S", "60")),
-        ),
-    },
+    resources={"media_storage": MEDIA_STORAGE, "beam_runner": beam_runner_from_env(), "pubsub": PUBSUB},
     # Media assets run as one step that hands the work to Beam; running it in the run's own
     # process saves a second Python start-up and import of librosa and Beam per run.
     executor=dg.in_process_executor,

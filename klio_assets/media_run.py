@@ -84,15 +84,14 @@ class _Tally:
     def add(self, task_name: str, results) -> None:
         for result in results:
             self.seconds.setdefault(task_name, []).append(result.seconds)
-            if result.status in (MATERIALIZED, SKIPPED):
-                self.done += 1
-                listed = self.skipped.setdefault(task_name, [])
-                if result.status == SKIPPED and len(listed) < MAX_LISTED_SKIPPED:
-                    listed.append(result.media_id)
-            elif result.status == DROPPED:
+            if result.status == DROPPED:
                 self.dropped[(task_name, result.media_id)] = result.reason
-            else:
+            elif result.status == FAILED:
                 self.failed[(task_name, result.media_id)] = result.reason
+            else:
+                self.done += 1
+                if result.status == SKIPPED and len(listed := self.skipped.setdefault(task_name, [])) < MAX_LISTED_SKIPPED:
+                    listed.append(result.media_id)
 
 
 def _by_task(batch: list[ItemResult]) -> dict[str, dict[str, ItemResult]]:

@@ -60,10 +60,10 @@ def profile_items(chain: Sequence, store, media_ids: Sequence[str]) -> dict[str,
 
     costs = {media.name: AssetCost(media.name) for media in chain}
     for media_id in media_ids:
-        uri = store.find_source(media_id)
-        if uri is None:
+        found = store.read_source(media_id)
+        if found is None:
             raise SystemExit(f"no source for media ID {media_id!r} (tried {', '.join(store.source_candidates(media_id))})")
-        source = SourceMedia(media_id, store.read_bytes(uri), uri[len(store.source_location) + 1 + len(media_id):], uri)
+        source = SourceMedia(media_id, *found)
         values: dict = {}
         for media in chain:
             kwargs = {i.param: source if i.asset is None else values[i.asset] for i in media.inputs}

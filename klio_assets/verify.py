@@ -84,14 +84,10 @@ def storage_findings(root: str, source_location: str) -> list[Finding]:
 
 def _bucket_finding(root: str) -> Finding:
     from google.api_core.exceptions import NotFound
-    from google.cloud import storage
 
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        from google.auth.credentials import AnonymousCredentials
+    from resources.media_store import gcs_client
 
-        client = storage.Client(project="emulator", credentials=AnonymousCredentials())
-    else:
-        client = storage.Client()
+    client = gcs_client()
     bucket = root[len("gs://"):].split("/")[0]
 
     def probe() -> str:

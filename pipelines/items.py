@@ -140,12 +140,10 @@ class _GaveUp(Exception):
 
 
 def _load_source(spec: ItemInput, store, media_id: str):
-    uri = store.find_source(media_id)
-    if uri is None:
-        tried = ", ".join(store.source_candidates(media_id))
-        raise _Dropped(f"source media not found (tried {tried})")
-    suffix = uri[len(store.source_location) + 1 + len(media_id):]
-    return spec.codec(media_id, store.read_bytes(uri), suffix, uri)
+    found = store.read_source(media_id)
+    if found is None:
+        raise _Dropped(f"source media not found (tried {', '.join(store.source_candidates(media_id))})")
+    return spec.codec(media_id, *found)
 
 
 class _Pass:

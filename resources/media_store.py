@@ -70,6 +70,13 @@ class MediaStore(abc.ABC):
         """The URI of the source media for ``media_id`` (first configured suffix that exists)."""
         return next((uri for uri in self.source_candidates(media_id) if self.exists(uri)), None)
 
+    def read_source(self, media_id: str) -> tuple[bytes, str, str] | None:
+        """``(data, suffix, uri)`` of the source media for ``media_id``, or None if there is none."""
+        uri = self.find_source(media_id)
+        if uri is None:
+            return None
+        return self.read_bytes(uri), uri[len(self.source_location) + 1 + len(media_id):], uri
+
     def scratch_uri(self, run_id: str, pipeline: str) -> str:
         """A per-run folder for what one of its pipelines reports: its per-item results."""
         return posixpath.join(self.root, "_runs", run_id, pipeline)
@@ -154,6 +161,18 @@ class LocalMediaStore(MediaStore):
             raise
 
 
+def gcs_client(project: str | None = None):
+    """A Google Cloud Storage client: the emulator's (anonymous) when ``STORAGE_EMULATOR_HOST`` is
+    set, else with the credentials the environment provides."""
+    from google.cloud import storage  # noqa: PLC0415 (only stores on GCS need the client)
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
+
+        return storage.Client(project=project or "emulator", credentials=AnonymousCredentials())
+    return storage.Client(project=project)
+
+
 class GCSMediaStore(MediaStore):
     """A store in Google Cloud Storage; URIs are ``gs://bucket/path``, laid out as the local store.
 
@@ -176,15 +195,8 @@ class GCSMediaStore(MediaStore):
         return {**self.__dict__, "_client": None}
 
     def _blob(self, uri: str):
-        from google.cloud import storage  # noqa: PLC0415 (only stores on GCS need the client)
-
         if self._client is None:
-            if os.environ.get("STORAGE_EMULATOR_HOST"):
-                from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
-
-                self._client = storage.Client(project=self.project or "emulator", credentials=AnonymousCredentials())
-            else:
-                self._client = storage.Client(project=self.project)
+            self._client = gcs_client(self.project)
         bucket, _, name = uri[len("gs://"):].partition("/")
         return self._client.bucket(bucket).blob(name)
 

@@ -99,48 +99,50 @@ def run_all(instance, root: str, ids: list[str]) -> dg.ExecuteInProcessResult:
 
 def by_event_type(home: str, run_id: str) -> dict[str, tuple[int, int]]:
     """Event type -> (count, bytes of serialized events) in the run's shard and the index."""
-    out: dict[str, list[int]] = {}
+    out: dict[str, tuple[int, int]] = {}
+
+    def add(kind: str, count: int, size: int | None) -> None:
+        seen_count, seen_size = out.get(kind, (0, 0))
+        out[kind] = (seen_count + count, seen_size + (size or 0))
+
     for db in (os.path.join(home, "history", "runs", f"{run_id}.db"), os.path.join(home, "history", "runs", "index.db")):
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
-            rows = connection.execute("SELECT dagster_event_type, COUNT(*), SUM(LENGTH(event)) FROM event_logs "
-                                      "WHERE run_id = ? GROUP BY dagster_event_type", (run_id,)).fetchall()
-            for kind, count, size in rows:
-                entry = out.setdefault(kind or "log message", [0, 0])
-                entry[0] += count
-                entry[1] += size or 0
+            for kind, count, size in connection.execute(
+                    "SELECT dagster_event_type, COUNT(*), SUM(LENGTH(event)) FROM event_logs "
+                    "WHERE run_id = ? GROUP BY dagster_event_type", (run_id,)):
+                add(kind or "log message", count, size)
             if db.endswith("index.db"):
-                count, size = connection.execute(
+                add("check execution rows (index)", *connection.execute(
                     "SELECT COUNT(*), SUM(LENGTH(evaluation_event)) FROM asset_check_executions WHERE run_id = ?",
-                    (run_id,)).fetchone()
-                entry = out.setdefault("check execution rows (index)", [0, 0])
-                entry[0] += count
-                entry[1] += size or 0
-    return {k: (c, b) for k, (c, b) in out.items()}
+                    (run_id,)).fetchone())
+    return out
+
+
+def _grown_per_id(instance, root: str, n: int, seconds: float, size) -> tuple[float, dg.ExecuteInProcessResult]:
+    """How much ``size()`` grew per media ID over one run of ``n`` noisy clips, after a first
+    run over two other IDs (tables and files every instance makes once are not counted)."""
+    warm = write_noisy_catalogue(os.path.join(root, "sources"), "warm", 2, seconds)
+    measured = write_noisy_catalogue(os.path.join(root, "sources"), "clip", n, seconds)
+    assert run_all(instance, root, warm).success
+    before = size()
+    result = run_all(instance, root, measured)
+    assert result.success
+    return (size() - before) / n, result
 
 
 def measure_postgres(n: int, seconds: float) -> float:
     """Bytes a PostgreSQL instance's database grew per media ID over the same kind of run."""
     with throwaway_postgres() as url, tempfile.TemporaryDirectory(prefix="bench-records-") as root, \
             project_instance(url) as (_, instance):
-        warm = write_noisy_catalogue(os.path.join(root, "sources"), "warm", 2, seconds)
-        measured = write_noisy_catalogue(os.path.join(root, "sources"), "clip", n, seconds)
-        assert run_all(instance, root, warm).success
-        before = postgres_bytes(url)
-        assert run_all(instance, root, measured).success
-        return (postgres_bytes(url) - before) / n
+        return _grown_per_id(instance, root, n, seconds, lambda: postgres_bytes(url))[0]
 
 
 def measure(n: int, seconds: float) -> tuple[float, dict[str, tuple[int, int]]]:
     """Bytes the Dagster home grew per media ID over one run of ``n`` noisy clips, and the run's
     events by type (count, bytes)."""
     with tempfile.TemporaryDirectory(prefix="bench-records-") as root, project_instance() as (home, instance):
-        warm = write_noisy_catalogue(os.path.join(root, "sources"), "warm", 2, seconds)
-        measured = write_noisy_catalogue(os.path.join(root, "sources"), "clip", n, seconds)
-        assert run_all(instance, root, warm).success
-        before = home_bytes(home)
-        result = run_all(instance, root, measured)
-        assert result.success
-        return (home_bytes(home) - before) / n, by_event_type(home, result.run_id)
+        per_id, result = _grown_per_id(instance, root, n, seconds, lambda: home_bytes(home))
+        return per_id, by_event_type(home, result.run_id)
 
 
 def main() -> int:

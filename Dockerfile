@@ -13,7 +13,7 @@ ARG BEAM_VERSION=2.77.0
 
 # the project's files, once for both images
 FROM scratch AS source
-COPY pyproject.toml README.md workspace.yaml /src/
+COPY pyproject.toml model-requirements.txt README.md workspace.yaml /src/
 COPY klio_assets/ /src/klio_assets/
 COPY pipelines/ /src/pipelines/
 COPY resources/ /src/resources/
@@ -29,6 +29,7 @@ RUN apt-get update \
 COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
 RUN pip install --no-cache-dir . \
+    && pip install --no-cache-dir --no-deps -r model-requirements.txt \
     && python -c "import apache_beam, klio_assets.audio; assert apache_beam.__version__ == '${BEAM_VERSION}'"
 # the entrypoint stays Beam's /opt/apache/beam/boot, which Dataflow starts
 
@@ -45,6 +46,7 @@ RUN apt-get update \
 COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
 RUN pip install --no-cache-dir . \
+    && pip install --no-cache-dir --no-deps -r model-requirements.txt \
     && useradd --create-home --uid 10001 klio \
     && mkdir -p "$DAGSTER_HOME" \
     && chown klio "$DAGSTER_HOME"

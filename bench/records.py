@@ -1,7 +1,7 @@
 """Dagster bytes per media ID: ``.venv/bin/python bench/records.py [--n 20] [--seconds 30]``.
 
 Noisy clips (a few tones under broadband noise, as incompressible as real audio) go through
-every built-in asset (the 12 of ``klio_assets.definitions``) in ONE run, on an instance made by
+every built-in asset (the 13 of ``klio_assets.definitions``) in ONE run, on an instance made by
 the project's own ``dagster.yaml`` (SQLite). Reported: how much the Dagster home grew per media
 ID, and where it went, by event type, in the run's shard and in the index database; with
 ``--postgres``, also how much a PostgreSQL instance's database grew for the same run (a

@@ -2,7 +2,8 @@
 
 The codec is chosen from the per-item function's annotations, so an author never names a file
 format: ``np.ndarray`` is stored as ``.npy``, ``Waveform`` as a float32 ``.wav`` (playable, and it
-keeps its sample rate), ``PlotImage`` as ``.png`` and ``bytes`` as ``.bin``.
+keeps its sample rate), ``PlotImage`` as ``.png``, a ``pandas.DataFrame`` (a small table such as
+note events) as ``.csv`` and ``bytes`` as ``.bin``.
 ``describe`` returns JSON-safe metadata about one value; it runs on Beam workers.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import soundfile
 
 from klio_assets.media_types import PlotImage, SourceMedia, Waveform
@@ -72,19 +74,39 @@ def _describe_png(value: PlotImage) -> dict:
     return {"width": width, "height": height}
 
 
+TABLE_PREVIEW_ROWS = 10
+
+
+def _encode_table(value: pd.DataFrame) -> bytes:
+    return value.to_csv(index=False).encode()
+
+
+def _decode_table(data: bytes) -> pd.DataFrame:
+    return pd.read_csv(io.BytesIO(data)) if data.strip() else pd.DataFrame()
+
+
+def _describe_table(value: pd.DataFrame) -> dict:
+    """Its size, and its first rows as JSON records (the UI shows them as a table)."""
+    head = value.head(TABLE_PREVIEW_ROWS)
+    preview = [{k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()}
+               for row in head.to_dict(orient="records")]
+    return {"rows": len(value), "columns": [str(c) for c in value.columns], "preview": preview}
+
+
 NDARRAY = Codec(".npy", _encode_array, _decode_array, _describe_array)
 WAVEFORM = Codec(".wav", _encode_waveform, _decode_waveform, _describe_waveform)
 PNG = Codec(".png", lambda v: v.png, PlotImage, _describe_png)
+TABLE = Codec(".csv", _encode_table, _decode_table, _describe_table)
 BYTES = Codec(".bin", bytes, bytes, lambda v: {})
 
-_BY_TYPE = {np.ndarray: NDARRAY, Waveform: WAVEFORM, PlotImage: PNG, bytes: BYTES}
+_BY_TYPE = {np.ndarray: NDARRAY, Waveform: WAVEFORM, PlotImage: PNG, pd.DataFrame: TABLE, bytes: BYTES}
 
 
 def codec_for(annotation: Any, where: str) -> Codec:
     """The codec for a per-item value annotated ``annotation``; ``where`` names it in errors."""
     if annotation is SourceMedia:
         raise TypeError(f"{where}: SourceMedia is an input only; return an array, Waveform, "
-                        "PlotImage or bytes")
+                        "PlotImage, DataFrame or bytes")
     try:
         return _BY_TYPE[annotation]
     except (KeyError, TypeError):

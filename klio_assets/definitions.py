@@ -26,6 +26,7 @@ import dagster as dg
 from jobs import media_job
 from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN, build_media_assets
+from klio_assets.transcription import TRANSCRIPTION_ASSETS
 from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
 from resources.beam import beam_runner_from_env
 from resources.media_store import source_suffixes_from_env
@@ -34,7 +35,7 @@ from resources.storage import GCSMediaStorage, LocalMediaStorage
 from sensors.pubsub_sensor import build_pubsub_sensor
 
 MAX_IDS_PER_RUN = int(os.environ.get("KLIO_MAX_IDS_PER_RUN", DEFAULT_MAX_IDS_PER_RUN))
-MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS
+MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS + TRANSCRIPTION_ASSETS
 DATA_ROOT = os.environ.get("KLIO_DATA_ROOT", "data")
 SOURCE_SUFFIXES = source_suffixes_from_env()
 MEDIA_URL = os.environ.get("KLIO_MEDIA_URL")

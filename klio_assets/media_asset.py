@@ -178,7 +178,7 @@ def _declare(fn, asset_name, outs, ins, checks, description, code_version, group
             raise TypeError(f"{where}: checks name outputs it does not have: {sorted(unknown)}")
     else:
         if "return" not in hints:
-            raise TypeError(f"{where}: annotate the return type (np.ndarray, Waveform, PlotImage or bytes)")
+            raise TypeError(f"{where}: annotate the return type (np.ndarray, Waveform, PlotImage, DataFrame or bytes)")
         if isinstance(checks, Mapping):
             raise TypeError(f"{where}: checks is a mapping only for functions with outs")
         codecs = {asset_name: codec_for(hints["return"], f"{where} return value")}

@@ -166,6 +166,7 @@ def _summaries(context, outputs: Sequence[ItemOutput], counters: dict[str, int],
     ms = np.array([s * 1000 for s in tally.seconds.get(task_name, [])] or [0.0])
     for output in outputs:
         summary = {**{state: counters.get(state, 0) for state in ("received", *STATES, "retried")},
+                   **counters,  # and any others, such as a per-worker value's "<param>_loads"
                    "recovered": tally.recovered.get(output.asset, 0),
                    **{f"item_ms_p{p}": round(float(np.percentile(ms, p)), 1) for p in (50, 90, 99)},
                    "item_ms_max": round(float(ms.max()), 1), "run_id": context.run_id,
@@ -217,6 +218,15 @@ def _publish_event_output(context, media, outputs: Sequence[ItemOutput], ids: Se
     context.log.info(f"'{media.name}': published {len(messages)} event(s) to {pubsub.output_topic}")
 
 
+def _table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
+    kinds = {bool: "bool", int: "int", float: "float"}
+    types = {c: next((kinds.get(type(r[c]), "string") for r in rows if r.get(c) is not None), "string")
+             for c in columns}
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: r.get(c) for c in columns}) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in columns]))
+
+
 def _materialization_metadata(context, written: dict, result: ItemResult) -> dict:
     """What the UI shows for one written output; for a fresh output recovered from storage, what
     its record kept, and which run wrote it."""
@@ -235,6 +245,9 @@ def _materialization_metadata(context, written: dict, result: ItemResult) -> dic
         out.update(compute_ms=round(result.seconds * 1000, 1), output_version=written["version"])
     if "shape" in meta:
         meta["shape"] = str(tuple(meta["shape"]))
+    if "preview" in meta:  # a table's first rows (codecs.TABLE)
+        meta["preview"] = _table(meta["preview"], meta.get("columns", []))
+        meta["columns"] = ", ".join(meta.get("columns", []))
     if result.retries:
         out["retries"] = result.retries
     out.update(meta)

@@ -9,7 +9,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.items import FAILED, ItemResult, ItemTask
-from pipelines.transforms import ProcessMediaItems, metrics_namespace
+from pipelines.metrics import metrics_namespace
+from pipelines.transforms import ProcessMediaItems
 
 NO_RESULT = "no result came back from the pipeline"
 

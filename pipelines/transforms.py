@@ -23,10 +23,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipelines.items import STATES, ItemTask, process_chain
-
-
-def metrics_namespace(name: str) -> str:
-    return f"klio_assets.{name}"
+from pipelines.metrics import metrics_namespace
 
 
 class _TaskCounters:

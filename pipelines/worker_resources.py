@@ -6,13 +6,18 @@ runs the first time a worker actually calls the asset's function (so a run whose
 skipped or dropped never loads it), and its value is passed as ``model=`` to every call in that
 process. The value is kept for the life of the process, not of a DoFn instance: Beam may set up
 and tear down a DoFn for every bundle (the DaskRunner does), which would load it again and again.
-At exit, or on ``release_all()``, each value with a ``close()`` method is closed.
+At exit, or on ``release_all()``, each value with a ``close()`` method is closed. Each build
+counts in the task's Beam counter ``<param>_loads``, which the run's summary shows.
 """
 
 import atexit
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from apache_beam.metrics import Metrics
+
+from pipelines.metrics import loads_counter, metrics_namespace
 
 _values: dict[tuple[str, str], Any] = {}
 _lock = threading.Lock()
@@ -25,6 +30,7 @@ def get(task_name: str, param: str, factory: Callable[[], Any]) -> Any:
     with _lock:  # one build per process even when several worker threads ask at once
         if key not in _values:
             _values[key] = factory()
+            Metrics.counter(metrics_namespace(task_name), loads_counter(param)).inc()
         return _values[key]
 
 

@@ -9,7 +9,8 @@ from klio_assets.definitions import defs
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUDIO = {"waveform", "spectrogram", "mel_spectrogram", "mfcc",
          "waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"}
-MEDIA_ASSETS = AUDIO | {"foreground_spectrogram", "background_spectrogram", "foreground_plot", "background_plot"}
+MEDIA_ASSETS = AUDIO | {"foreground_spectrogram", "background_spectrogram", "foreground_plot", "background_plot",
+                         "note_events"}
 
 
 def test_every_media_asset_is_partitioned_by_media_ids():

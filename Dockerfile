@@ -15,6 +15,7 @@ ARG BEAM_VERSION=2.77.0
 FROM scratch AS source
 COPY pyproject.toml model-requirements.txt README.md workspace.yaml /src/
 COPY klio_assets/ /src/klio_assets/
+COPY klio_core/ /src/klio_core/
 COPY pipelines/ /src/pipelines/
 COPY resources/ /src/resources/
 COPY sensors/ /src/sensors/

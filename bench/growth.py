@@ -25,7 +25,7 @@ import soundfile  # noqa: E402
 
 from bench.scale import instance_at  # noqa: E402
 from resources.pubsub import PubSubResource  # noqa: E402
-from sensors.wire import MediaEvent, encode_event  # noqa: E402
+from klio_core.wire import MediaEvent, encode_event  # noqa: E402
 from tests.dev_stack import start_dev_stack  # noqa: E402
 
 WEEK_H = 24 * 7

@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 
 import dagster as dg  # noqa: E402
 
-from klio_assets.partitions import media_ids  # noqa: E402
+from klio_core.partitions import media_ids  # noqa: E402
 from tests.dev_stack import start_dev_stack  # noqa: E402
 
 SENSOR = "pubsub_media_events"

@@ -7,7 +7,8 @@ The public API for adding a media asset::
 
 from klio_assets.media_asset import build_media_assets, media_asset
 from klio_assets.media_types import PlotImage, SourceMedia, Waveform
-from klio_assets.partitions import InvalidMediaId, media_ids, validate_media_id
+from klio_core.media_ids import InvalidMediaId, validate_media_id
+from klio_core.partitions import media_ids
 
 __all__ = [
     "InvalidMediaId",

@@ -17,7 +17,7 @@ import time
 
 import requests
 
-from klio_assets.partitions import media_ids
+from klio_core.partitions import media_ids
 
 _MEDIA_ASSETS = """
 query MediaAssets {

@@ -23,9 +23,9 @@ import os
 
 import dagster as dg
 
-from jobs import media_job
+from jobs import build_media_job
 from klio_assets.audio import AUDIO_ASSETS
-from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN, build_media_assets
+from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN, build_media_assets, media_asset_graph
 from klio_assets.transcription import TRANSCRIPTION_ASSETS
 from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
 from resources.beam import beam_runner_from_env
@@ -36,6 +36,7 @@ from sensors.pubsub_sensor import build_pubsub_sensor
 
 MAX_IDS_PER_RUN = int(os.environ.get("KLIO_MAX_IDS_PER_RUN", DEFAULT_MAX_IDS_PER_RUN))
 MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS + TRANSCRIPTION_ASSETS
+MEDIA_GRAPH = media_asset_graph(MEDIA_ASSETS)  # its keys: "every media asset", for the job and events
 DATA_ROOT = os.environ.get("KLIO_DATA_ROOT", "data")
 SOURCE_SUFFIXES = source_suffixes_from_env()
 MEDIA_URL = os.environ.get("KLIO_MEDIA_URL")
@@ -56,9 +57,9 @@ PUBSUB = PubSubResource(
 
 defs = dg.Definitions(
     assets=[build_media_assets(MEDIA_ASSETS, max_ids_per_run=MAX_IDS_PER_RUN)],
-    jobs=[media_job],
+    jobs=[build_media_job(MEDIA_GRAPH)],
     sensors=[build_pubsub_sensor(
-        MEDIA_ASSETS, max_ids_per_run=MAX_IDS_PER_RUN,
+        MEDIA_GRAPH, max_ids_per_run=MAX_IDS_PER_RUN,
         default_status=dg.DefaultSensorStatus.RUNNING if PUBSUB_CONFIGURED else dg.DefaultSensorStatus.STOPPED,
     )],
     resources={"media_storage": MEDIA_STORAGE, "beam_runner": beam_runner_from_env(), "pubsub": PUBSUB},

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import soundfile
 
-from klio_assets.partitions import media_ids
+from klio_core.partitions import media_ids
 
 SOURCE_SAMPLE_RATE = 44100
 KINDS = ("tone", "chord", "sweep", "noise")

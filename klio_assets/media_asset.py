@@ -46,7 +46,7 @@ from klio_assets.checks import finite_values
 from klio_assets.codecs import NDARRAY, WAVEFORM, codec_for
 from klio_assets.media_types import SourceMedia
 from klio_assets.media_run import run_media_assets
-from klio_assets.partitions import media_ids
+from klio_core.partitions import media_ids
 from pipelines.items import ItemCheck, ItemInput, ItemOutput, ItemTask
 
 DEFAULT_MAX_IDS_PER_RUN = 500
@@ -219,6 +219,12 @@ def _declare(fn, asset_name, outs, ins, checks, description, code_version, group
     return MediaAsset(asset_name, fn, tuple(inputs), outputs, config_cls, description, code_version,
                       group_name, timeout_s, retries, retry_backoff_s, retry_on, event_output, bool(outs),
                       tuple(setup.items()))
+
+
+def media_asset_graph(media_assets: Sequence[MediaAsset]) -> dict[str, tuple[str, ...]]:
+    """Every media asset (each output of each ``@media_asset``) -> the media assets it reads.
+    Its keys are "every media asset": what ``media_job`` and a top-down event run."""
+    return {o.asset: tuple(a.upstream) for a in media_assets for o in a.outputs}
 
 
 def _in_dependency_order(media_assets: Sequence[MediaAsset]) -> list[MediaAsset]:

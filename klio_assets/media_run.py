@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 import dagster as dg
 import numpy as np
 
-from klio_assets.run_tags import FORCE_TAG, PING_TAG, tag_is_true
+from klio_core.run_tags import FORCE_TAG, PING_TAG, tag_is_true
 from pipelines.items import DROPPED, FAILED, MATERIALIZED, SKIPPED, STATES, ItemOutput, ItemResult
-from sensors.wire import MediaEvent, encode_event
+from klio_core.wire import MediaEvent, encode_event
 
 MAX_LISTED_PROBLEMS = 200
 MAX_LISTED_SKIPPED = 100

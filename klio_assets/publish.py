@@ -15,7 +15,7 @@ import sys
 
 from klio_assets.dev import DEV_EMULATOR_PORT, DEV_PROJECT
 from resources.pubsub import PubSubResource
-from sensors.wire import FORMATS, MediaEvent, encode_event
+from klio_core.wire import FORMATS, MediaEvent, encode_event
 
 
 def main(argv: list[str] | None = None) -> int:

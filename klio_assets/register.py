@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from klio_assets.partitions import media_ids
-from pipelines.media_ids import InvalidMediaId, validate_media_id
+from klio_core.partitions import media_ids
+from klio_core.media_ids import InvalidMediaId, validate_media_id
 from resources.media_store import GCSMediaStore, LocalMediaStore, parse_suffixes, source_suffixes_from_env
 
 SHOWN_REJECTIONS = 20

@@ -7,7 +7,7 @@ Layout, as in Klio's data locations::
 
     <source_location>/<media_id><suffix>     source media (data input); suffix from a configured list
     <root>/<asset>/<name><suffix>            one asset's output for one media ID (data output), where
-                                             <name> is ``pipelines.media_ids.storage_name(media_id)``
+                                             <name> is ``klio_core.media_ids.storage_name(media_id)``
     <root>/<asset>/.klio/<name>.json         what produced that output: code version and config
                                              fingerprint, and the upstream outputs' versions
     <root>/_runs/<run_id>/media/results/...  per-run scratch: the pipeline's per-item results
@@ -19,7 +19,7 @@ import posixpath
 import tempfile
 from collections.abc import Iterator, Sequence
 
-from pipelines.media_ids import storage_name, validate_media_id
+from klio_core.media_ids import storage_name, validate_media_id
 
 DEFAULT_SOURCE_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".aiff", ".aif",
                            ".webm", ".mp4")

@@ -2,7 +2,7 @@
 
 Accepted message bodies, tried in this order:
 
-1. a KlioMessage protobuf (``sensors/klio_message.proto``), v2 (``data.element``) or v1
+1. a KlioMessage protobuf (``klio_core/klio_message.proto``), v2 (``data.element``) or v1
    (``data.entity_id``), with ``metadata.force``, ``metadata.ping`` and
    ``metadata.intended_recipients`` (``anyone``, or ``limited`` to named assets);
 2. JSON: ``{"element": "track-1", "force": false, "ping": false, "recipients": ["mfcc"]}``
@@ -10,7 +10,7 @@ Accepted message bodies, tried in this order:
 3. a plain UTF-8 media ID, like Klio's non-KlioMessage input.
 
 Every problem becomes a ``BadEvent`` with a reason; nothing here raises on bad input.
-Encoding lives in ``sensors.wire``.
+Encoding lives in ``klio_core.wire``.
 """
 
 import json
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from pipelines.media_ids import InvalidMediaId, validate_media_id
-from sensors import klio_message_pb2 as pb
-from sensors.wire import MediaEvent
+from klio_core.media_ids import InvalidMediaId, validate_media_id
+from klio_core import klio_message_pb2 as pb
+from klio_core.wire import MediaEvent
 
 @dataclass(frozen=True)
 class BadEvent:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from klio_assets.run_tags import FORCE_TAG, PING_TAG
-from sensors.wire import MediaEvent
+from klio_core.run_tags import FORCE_TAG, PING_TAG
+from klio_core.wire import MediaEvent
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

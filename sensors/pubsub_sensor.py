@@ -28,14 +28,13 @@ import base64
 import json
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 from google.api_core.exceptions import GoogleAPICallError
 
-from klio_assets.media_asset import MediaAsset
-from klio_assets.partitions import media_ids
+from klio_core.partitions import media_ids
 from resources.pubsub import PubSubResource, message_key
 from sensors.events import BadEvent, parse_event
 from sensors.planning import Received, plan_runs
@@ -83,7 +82,7 @@ class TickState:
 
 
 def build_pubsub_sensor(
-    media_assets: Sequence[MediaAsset],
+    upstream: Mapping[str, Sequence[str]],
     *,
     max_ids_per_run: int,
     name: str = "pubsub_media_events",
@@ -93,8 +92,10 @@ def build_pubsub_sensor(
     message_retention_s: int = MESSAGE_RETENTION_S,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """A sensor that pulls the ``pubsub`` resource's subscription and requests runs of ``media_assets``."""
-    upstream = {o.asset: tuple(a.upstream) for a in media_assets for o in a.outputs}
+    """A sensor that pulls the ``pubsub`` resource's subscription and requests runs of the media
+    assets named by ``upstream`` (every media asset -> the media assets it reads; see
+    ``klio_assets.media_asset.media_asset_graph``). A top-down event runs all of them."""
+    upstream = {asset: tuple(inputs) for asset, inputs in upstream.items()}
 
     @dg.sensor(
         name=name,

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from klio_assets.demo import write_catalogue
-from klio_assets.partitions import media_ids
+from klio_core.partitions import media_ids
 from resources.beam import BeamRunner
 from resources.pubsub import PubSubResource
 from resources.pubsub_emulator import PubSubEmulator

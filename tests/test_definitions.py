@@ -19,8 +19,11 @@ def test_every_media_asset_is_partitioned_by_media_ids():
     assert keys == MEDIA_ASSETS
     for key in graph.get_all_asset_keys():
         assert graph.get(key).partitions_def.name == "media_ids"
+    # "every media asset" is one set: what media_job runs and what a top-down event runs
     job = defs.resolve_job_def("media_job")
-    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == AUDIO
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == MEDIA_ASSETS
+    [sensor] = defs.sensors
+    assert {k.to_user_string() for k in sensor.asset_selection.resolve(graph)} == MEDIA_ASSETS
 
 
 def test_code_location_loads_with_the_dagster_cli(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance
 
-from sensors.wire import MediaEvent, encode_event
+from klio_core.wire import MediaEvent, encode_event
 from tests.dev_stack import ROOT
 from tests.postgres_server import throwaway_postgres
 

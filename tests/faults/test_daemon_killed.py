@@ -14,7 +14,7 @@ import yaml
 
 from resources.pubsub import PubSubResource
 from resources.pubsub_emulator import PubSubEmulator
-from sensors.wire import MediaEvent, encode_event
+from klio_core.wire import MediaEvent, encode_event
 from tests.dev_stack import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]

@@ -13,7 +13,7 @@ from resources.beam import BeamRunner
 from resources.pubsub import PubSubResource
 from resources.storage import LocalMediaStorage
 from sensors.events import parse_event
-from sensors.wire import MediaEvent
+from klio_core.wire import MediaEvent
 from tests.conftest import materialize_ids
 
 pytestmark = pytest.mark.slow  # starts the Pub/Sub emulator

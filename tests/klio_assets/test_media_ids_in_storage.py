@@ -9,7 +9,7 @@ import pytest
 
 from klio_assets import build_media_assets
 from klio_assets.audio import mel_spectrogram, mfcc, waveform
-from pipelines.media_ids import media_id_from_storage_name, storage_name
+from klio_core.media_ids import media_id_from_storage_name, storage_name
 from resources.beam import BeamRunner
 from resources.storage import LocalMediaStorage
 from tests.conftest import materialize_ids, materialized_partitions
@@ -51,6 +51,6 @@ def test_ids_as_users_have_them_materialize_apart_and_inside_the_root(tmp_path, 
 
 @pytest.mark.parametrize("media_id", ["a/../../../escape", "a//b", "a...b"])
 def test_ids_that_could_leave_the_root_or_confuse_dagster_are_refused(instance, tmp_path, media_id):
-    from pipelines.media_ids import InvalidMediaId
+    from klio_core.media_ids import InvalidMediaId
     with pytest.raises(InvalidMediaId):
         LocalMediaStorage(root=str(tmp_path)).store().output_uri("mfcc", media_id, ".npy")

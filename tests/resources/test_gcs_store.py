@@ -104,7 +104,7 @@ def test_assets_materialize_on_gcs_like_on_local_disk(gcs_emulator, monkeypatch,
 
 
 def test_ids_as_users_have_them_on_gcs(gcs_emulator, monkeypatch, instance, catalogue_sources):
-    from pipelines.media_ids import storage_name
+    from klio_core.media_ids import storage_name
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
     source_dir, catalogue_ids = catalogue_sources

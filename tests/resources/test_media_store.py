@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from klio_assets.partitions import InvalidMediaId
+from klio_core.media_ids import InvalidMediaId
 from resources.media_store import DEFAULT_SOURCE_SUFFIXES, LocalMediaStore
 from resources.storage import LocalMediaStorage
 

@@ -2,12 +2,12 @@ import dagster as dg
 import pytest
 
 from klio_assets.audio import AUDIO_ASSETS
-from klio_assets.media_asset import build_media_assets
+from klio_assets.media_asset import build_media_assets, media_asset_graph
 from resources.pubsub import PubSubResource
 from sensors.pubsub_sensor import build_pubsub_sensor
 
 MEDIA_ASSETS = build_media_assets(AUDIO_ASSETS, max_ids_per_run=2)
-SENSOR = build_pubsub_sensor(AUDIO_ASSETS, max_ids_per_run=2)
+SENSOR = build_pubsub_sensor(media_asset_graph(AUDIO_ASSETS), max_ids_per_run=2)
 
 
 def pull_dead_letters(pubsub: PubSubResource) -> list:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from sensors.events import BadEvent, parse_event
-from sensors.wire import MediaEvent, encode_event
+from klio_core.wire import MediaEvent, encode_event
 
 ASSETS = {"waveform", "mel_spectrogram", "mfcc"}
 

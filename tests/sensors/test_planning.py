@@ -1,6 +1,6 @@
 import pytest
 
-from sensors.wire import MediaEvent
+from klio_core.wire import MediaEvent
 from sensors.planning import Received, plan_runs, selection_for
 
 UPSTREAM = {"waveform": (), "spectrogram": ("waveform",), "mel_spectrogram": ("waveform",),

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import pytest
 
-from sensors.wire import MediaEvent, encode_event
+from klio_core.wire import MediaEvent, encode_event
 from resources.pubsub import PubSubResource, message_key
 from resources.pubsub_emulator import PubSubEmulator
 from sensors.pubsub_sensor import TickState

@@ -1,13 +1,13 @@
 """Events on the wire: what an event asks for, and its encodings (KlioMessage v2, JSON, text).
 
-Import-light on purpose (no project imports) so that the asset layer can publish event output
-and the sensor can parse events without importing each other.
+The bottom layer (``klio_core``): the asset layer publishes event output with it and the sensor
+parses events with it, and neither imports the other.
 """
 
 import json
 from dataclasses import dataclass
 
-from sensors import klio_message_pb2 as pb
+from klio_core import klio_message_pb2 as pb
 
 FORMATS = ("klio", "json", "text")
 

@@ -1,8 +1,8 @@
-"""The media-ID rule and the storage-name rule (pipelines.media_ids)."""
+"""The media-ID rule and the storage-name rule (klio_core.media_ids)."""
 
 import pytest
 
-from pipelines.media_ids import InvalidMediaId, media_id_from_storage_name, storage_name, validate_media_id
+from klio_core.media_ids import InvalidMediaId, media_id_from_storage_name, storage_name, validate_media_id
 
 AS_USERS_HAVE_THEM = [
     "track-1", "a", "0abc", "x" * 200, "x" * 127 + "/" + "y" * 128, "spotify:track:4uLU6hMCjMI75M1A2tKUQC", "isrc:USRC17607839",

@@ -1,5 +1,6 @@
 """Klio's job semantics on media assets: existence checks, failure isolation, retries, metrics, checks."""
 
+import logging
 import os
 import shutil
 import threading
@@ -368,7 +369,10 @@ def test_built_in_assets_are_checked_per_partition(instance, resources, catalogu
             assert by_check[(asset, "shape_and_dtype", media_id)] is True
         for plot in ("waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"):
             assert by_check[(plot, "image_size", media_id)] is True
-    assert len(by_check) == 2 * (4 * 2 + 4)
+    # one evaluation per check and ID, and one per check for the run (no partition: it changes no
+    # partition's status), so that Dagster sees every selected check answered
+    assert len(by_check) == 2 * (4 * 2 + 4) + (4 * 2 + 4)
+    assert all(by_check[(asset, check, None)] for asset, check, _ in by_check)
 
 
 def test_authors_attach_checks_and_failures_are_reported_not_fatal(instance, resources, catalogue_ids):
@@ -385,10 +389,32 @@ def test_authors_attach_checks_and_failures_are_reported_not_fatal(instance, res
         "finite_values", "short", "shape_and_dtype"}
     result = materialize_ids([assets], [catalogue_ids[0]], instance, resources, selection=["framed", "waveform"])
     assert result.success  # checks report; they do not fail the run
-    evaluations = {e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data
-                   for e in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
-                   if e.dagster_event.event_specific_data.asset_key == dg.AssetKey("framed")}
+    framed_evaluations = [e.dagster_event.event_specific_data for e in instance.all_logs(
+        result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+        if e.dagster_event.event_specific_data.asset_key == dg.AssetKey("framed")]
+    evaluations = {e.check_name: e for e in framed_evaluations if e.partition == catalogue_ids[0]}
+    run_results = {e.check_name: e for e in framed_evaluations if e.partition is None}
+    assert not run_results["short"].passed and run_results["short"].metadata["failed"].value == 1
+    assert run_results["short"].metadata["failed_media_ids"].value == [catalogue_ids[0]]
+    assert run_results["finite_values"].passed and run_results["finite_values"].metadata["passed"].value == 1
     assert evaluations["finite_values"].passed
     assert not evaluations["short"].passed and evaluations["short"].metadata["detail"].value == "33075 frames"
     assert not evaluations["shape_and_dtype"].passed
     assert evaluations["shape_and_dtype"].metadata["detail"].value == "got (2, 33075) float32, want (3) float64"
+
+
+def test_a_run_that_goes_well_logs_nothing_alarming(instance, resources, catalogue_ids):
+    """No warning, no error, and no "did not yield expected outputs" (Dagster's note when a
+    selected check gets no result), for a run that writes, one that skips, and a ping."""
+    ids = catalogue_ids[:2]
+    assets = [build_media_assets(AUDIO_ASSETS)]
+    runs = [materialize_ids(assets, ids, instance, resources),  # writes
+            materialize_ids(assets, ids, instance, resources),  # every output fresh: skips
+            materialize_ids(assets, ids, instance, resources, tags={"klio/ping": "true"})]
+    for result in runs:
+        assert result.success
+        logs = instance.all_logs(result.run_id)
+        alarming = [f"{e.level}: {e.message}" for e in logs
+                    if e.level >= logging.WARNING or "did not yield" in (e.message or "")]
+        assert not alarming, alarming
+        assert any(e.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION for e in logs)

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import soundfile
 
+from klio_assets.settings import Settings
 from klio_core.partitions import media_ids
 
 SOURCE_SAMPLE_RATE = 44100
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=12, help="number of clips (default 12)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each clip (default 3)")
-    parser.add_argument("--root", default=os.environ.get("KLIO_DATA_ROOT", "data"),
+    parser.add_argument("--root", default=Settings.from_env().data_root,
                         help="storage root; clips go to <root>/sources (default $KLIO_DATA_ROOT or ./data)")
     parser.add_argument("--no-register", action="store_true",
                         help="only write files; do not add partitions to the Dagster instance")

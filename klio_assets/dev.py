@@ -24,10 +24,7 @@ import subprocess
 import sys
 import threading
 
-DEV_PROJECT = "klio-dev"
-DEV_EMULATOR_PORT = 8085
 CARRY_OVER_FILE = "pubsub-carry-over.jsonl"
-DEV_MEDIA_PORT = 3001
 DEV_ACK_DEADLINE_S = 15
 """The local subscription's ack deadline: short, so that on stop the messages a sensor tick pulled
 but never saw recorded (the daemon died mid-tick) come back in time to be carried over."""
@@ -37,21 +34,22 @@ def main(argv: list[str] | None = None) -> int:
     from dagster import DagsterInstance
 
     from klio_assets.demo import register, write_catalogue
-    from resources.pubsub import PubSubResource
+    from klio_assets.settings import DEV_PROJECT, Settings
     from resources.pubsub_emulator import PubSubEmulator
 
     argv = sys.argv[1:] if argv is None else argv
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    home, data_root = os.environ["DAGSTER_HOME"], os.environ["KLIO_DATA_ROOT"]
+    settings = Settings.from_env()
+    home, data_root = os.environ["DAGSTER_HOME"], settings.data_root
 
-    ids = write_catalogue(os.path.join(data_root, "sources"), int(os.environ.get("KLIO_DEMO_COUNT", "12")), 3.0)
+    ids = write_catalogue(os.path.join(data_root, "sources"), settings.demo_count, 3.0)
     with DagsterInstance.get() as instance:
         added = register(instance, ids)
     print(f"demo catalogue: {len(ids)} clips in {data_root}/sources ({len(added)} newly registered)")
 
     env = dict(os.environ)
-    if not env.get("KLIO_MEDIA_URL"):
-        media_port = int(env.get("KLIO_MEDIA_PORT", DEV_MEDIA_PORT))
+    if not settings.media_url:
+        media_port = settings.media_port
         try:
             serve_folder(data_root, media_port)
             env["KLIO_MEDIA_URL"] = f"http://127.0.0.1:{media_port}"
@@ -60,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"could not serve media storage on port {media_port} ({e}): the UI links outputs by "
                   "path only; set KLIO_MEDIA_PORT to a free port", file=sys.stderr)
     emulator = None
-    if not env.get("KLIO_PUBSUB_PROJECT"):
-        port = int(env.get("KLIO_PUBSUB_EMULATOR_PORT", DEV_EMULATOR_PORT))
-        emulator = PubSubEmulator(project=DEV_PROJECT, port=port).start()
+    if not settings.pubsub_project:
+        emulator = PubSubEmulator(project=DEV_PROJECT, port=settings.pubsub_emulator_port).start()
         env.update(PUBSUB_EMULATOR_HOST=emulator.host, KLIO_PUBSUB_PROJECT=DEV_PROJECT,
                    KLIO_PUBSUB_ACK_DEADLINE_S=str(DEV_ACK_DEADLINE_S))
         os.environ.update(PUBSUB_EMULATOR_HOST=emulator.host)  # for ensure_exists below, this process only
@@ -71,14 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     pubsub = None
     try:
         if emulator is not None:
-            pubsub = PubSubResource(
-                project=DEV_PROJECT,
-                topic=env.get("KLIO_PUBSUB_TOPIC", "klio-media-events"),
-                subscription=env.get("KLIO_PUBSUB_SUBSCRIPTION", "klio-media-events-dagster"),
-                dead_letter_topic=env.get("KLIO_PUBSUB_DEAD_LETTER_TOPIC", "klio-media-events-dead-letter"),
-                output_topic=env.get("KLIO_PUBSUB_OUTPUT_TOPIC", "klio-media-outputs"),
-                ack_deadline_seconds=DEV_ACK_DEADLINE_S,
-            )
+            pubsub = settings.pubsub(ack_deadline_s=DEV_ACK_DEADLINE_S)
             pubsub.ensure_exists()
             restored = restore_messages(pubsub, carry_over)
             if restored:

@@ -13,12 +13,13 @@ import argparse
 import os
 import sys
 
-from klio_assets.dev import DEV_EMULATOR_PORT, DEV_PROJECT
-from resources.pubsub import PubSubResource
+from klio_assets.settings import DEV_PROJECT, Settings
 from klio_core.wire import FORMATS, MediaEvent, encode_event
+from resources.pubsub import PubSubResource
 
 
 def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
     parser = argparse.ArgumentParser(description="Publish media IDs as new-content events.")
     parser.add_argument("ids", nargs="*", help="media IDs")
     parser.add_argument("--file", help="a file with one media ID per line")
@@ -27,9 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bottom-up", action="append", default=[], metavar="ASSET",
                         help="only this asset (and its missing inputs); repeatable")
     parser.add_argument("--format", choices=FORMATS, default="klio", help="message format (default klio)")
-    parser.add_argument("--project", default=os.environ.get("KLIO_PUBSUB_PROJECT"),
+    parser.add_argument("--project", default=settings.pubsub_project,
                         help="Google Cloud project (default $KLIO_PUBSUB_PROJECT; else the dev emulator)")
-    parser.add_argument("--topic", default=os.environ.get("KLIO_PUBSUB_TOPIC", "klio-media-events"))
+    parser.add_argument("--topic", default=settings.pubsub_topic,
+                        help=f"topic (default $KLIO_PUBSUB_TOPIC or {settings.pubsub_topic})")
     args = parser.parse_args(argv)
 
     ids = list(args.ids)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     project = args.project
     if not project:
         project = DEV_PROJECT
-        os.environ.setdefault("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{DEV_EMULATOR_PORT}")
+        os.environ.setdefault("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{settings.pubsub_emulator_port}")
     events = [MediaEvent(i, args.force, args.ping, tuple(args.bottom_up)) for i in ids]
     try:
         bodies = [encode_event(e, args.format) for e in events]

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from klio_assets.settings import Settings
 from klio_core.partitions import media_ids
 from klio_core.media_ids import InvalidMediaId, validate_media_id
-from resources.media_store import GCSMediaStore, LocalMediaStore, parse_suffixes, source_suffixes_from_env
+from resources.media_store import GCSMediaStore, LocalMediaStore, parse_suffixes
 
 SHOWN_REJECTIONS = 20
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.ids or args.locations or args.file):
         parser.error("name media IDs, --from a folder or gs:// prefix, or --file")
     try:
-        suffixes = parse_suffixes(args.suffixes, "--suffixes") if args.suffixes else source_suffixes_from_env()
+        suffixes = parse_suffixes(args.suffixes, "--suffixes") if args.suffixes else list(Settings.from_env().source_suffixes)
     except ValueError as e:
         parser.error(str(e))
 

@@ -1,6 +1,6 @@
 """``klio-verify``: is everything this deployment needs there, and reachable with the current
 credentials? Klio's ``klio job verify``, for the settings of the code location
-(``klio_assets/definitions.py``: ``KLIO_PUBSUB_*``, ``KLIO_DATA_ROOT``, and the emulators'
+(``klio_assets.settings``: ``KLIO_PUBSUB_*``, ``KLIO_DATA_ROOT``, and the emulators'
 ``PUBSUB_EMULATOR_HOST`` / ``STORAGE_EMULATOR_HOST``).
 
     klio-verify             # print each resource and its state; exit 1 if any is missing or failing
@@ -17,6 +17,8 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from klio_assets.settings import Settings
 
 OK, MISSING, FAILING = "ok", "missing", "failing"
 
@@ -98,13 +100,11 @@ def _bucket_finding(root: str) -> Finding:
     return _check("storage bucket", f"gs://{bucket}", probe, lambda: _found(client.create_bucket(bucket)))
 
 
-def findings() -> list[Finding]:
-    from klio_assets import definitions
-
-    store = definitions.MEDIA_STORAGE.store()
+def findings(settings: Settings) -> list[Finding]:
+    store = settings.media_storage().store()
     found = storage_findings(store.root, store.source_location)
-    if definitions.PUBSUB_CONFIGURED:
-        found += pubsub_findings(definitions.PUBSUB)
+    if settings.pubsub_configured:
+        found += pubsub_findings(settings.pubsub())
     return found
 
 
@@ -118,18 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--create", action="store_true", help="create what is missing, then check again")
     args = parser.parse_args(argv)
-    from klio_assets.definitions import PUBSUB_CONFIGURED
-
-    found = findings()
+    settings = Settings.from_env()
+    found = findings(settings)
     print_findings(found)
     if args.create and any(f.state == MISSING for f in found):
         for f in found:
             if f.state == MISSING and f.create is not None:
                 f.create()
                 print(f"created  {f.what}: {f.name}")
-        found = findings()
+        found = findings(settings)
         print_findings(found)
-    if not PUBSUB_CONFIGURED:
+    if not settings.pubsub_configured:
         print("Pub/Sub not checked: no KLIO_PUBSUB_PROJECT or PUBSUB_EMULATOR_HOST, so the sensor is off")
     bad = [f for f in found if f.state != OK]
     print(f"{len(found) - len(bad)} of {len(found)} ok" + (f"; {len(bad)} missing or failing" if bad else ""))

@@ -1,7 +1,7 @@
 """The Beam runner resource: which runner executes media pipelines, and with what options.
 
 DirectRunner is the default. DataflowRunner takes its settings from ``dataflow`` and DaskRunner
-from ``dask``; ``beam_runner_from_env`` builds the resource from ``KLIO_BEAM_*``,
+from ``dask``; ``beam_runner_from`` builds the resource from ``KLIO_BEAM_*``,
 ``KLIO_DATAFLOW_*`` and ``KLIO_DASK_*`` variables, so moving a deployment from one runner to
 another is configuration only.
 """
@@ -9,7 +9,7 @@ another is configuration only.
 import os
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import dagster as dg
@@ -125,8 +125,9 @@ class BeamRunner(dg.ConfigurableResource):
                                 store.scratch_uri(run_id, "media"), self.progress_interval_s)
 
 
-def beam_runner_from_env(environ=os.environ) -> BeamRunner:
-    """The runner resource from the environment (unset variables keep the defaults):
+def beam_runner_from(environ: Mapping[str, str]) -> BeamRunner:
+    """The runner resource from environment variables (``klio_assets.settings`` passes them;
+    unset variables keep the defaults):
 
     - ``KLIO_BEAM_RUNNER``: DirectRunner, DataflowRunner or DaskRunner;
     - ``KLIO_BEAM_ARGS``: extra Beam flags, shell-quoted;

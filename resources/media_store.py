@@ -36,11 +36,6 @@ def parse_suffixes(value: str, setting: str = "KLIO_SOURCE_SUFFIXES") -> list[st
     return suffixes
 
 
-def source_suffixes_from_env() -> list[str]:
-    """``KLIO_SOURCE_SUFFIXES`` if set, else ``DEFAULT_SOURCE_SUFFIXES``."""
-    return parse_suffixes(os.environ.get("KLIO_SOURCE_SUFFIXES") or ",".join(DEFAULT_SOURCE_SUFFIXES))
-
-
 class MediaStore(abc.ABC):
     """Reads and writes media objects addressed by URI strings.
 

@@ -18,7 +18,7 @@ from distributed import LocalCluster
 from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import build_media_assets
 from pipelines.run import build_media_pipeline
-from resources.beam import BeamRunner, DaskSettings, DataflowSettings, beam_runner_from_env
+from resources.beam import BeamRunner, DaskSettings, DataflowSettings, beam_runner_from
 from resources.media_store import GCSMediaStore
 from resources.storage import LocalMediaStorage
 from tests.conftest import materialize_ids, materialized_partitions, run_summary
@@ -84,8 +84,8 @@ def test_dataflow_settings_are_checked_before_anything_is_submitted():
 
 
 def test_runner_from_environment_is_configuration_only():
-    assert beam_runner_from_env({}) == BeamRunner()
-    runner = beam_runner_from_env({
+    assert beam_runner_from({}) == BeamRunner()
+    runner = beam_runner_from({
         "KLIO_BEAM_RUNNER": "DataflowRunner", "KLIO_BEAM_ARGS": "--dry_run=True --no_auth",
         "KLIO_DATAFLOW_PROJECT": "klio-prod", "KLIO_DATAFLOW_REGION": "europe-west1",
         "KLIO_DATAFLOW_TEMP_LOCATION": "gs://klio-beam/tmp", "KLIO_DATAFLOW_MAX_NUM_WORKERS": "40",
@@ -95,7 +95,7 @@ def test_runner_from_environment_is_configuration_only():
                                                sdk_container_image="img:1", use_public_ips=False)
     _, env = dataflow_job_request(runner)
     assert env.worker_pools[0].autoscaling_settings.max_num_workers == 40
-    dask = beam_runner_from_env({"KLIO_BEAM_RUNNER": "DaskRunner", "KLIO_DASK_CLIENT_ADDRESS": "tcp://s:8786"})
+    dask = beam_runner_from({"KLIO_BEAM_RUNNER": "DaskRunner", "KLIO_DASK_CLIENT_ADDRESS": "tcp://s:8786"})
     assert dask.dask == DaskSettings(client_address="tcp://s:8786")
 
 

@@ -33,6 +33,7 @@ the step yields its output, and skips downstream steps when it does not. So the 
 code location share one subsettable step that yields per-ID materialization events itself.
 """
 
+import dataclasses
 import graphlib
 import inspect
 import typing
@@ -47,7 +48,7 @@ from klio_assets.codecs import NDARRAY, WAVEFORM, codec_for
 from klio_assets.media_types import SourceMedia
 from klio_assets.media_run import run_media_assets
 from klio_core.partitions import media_ids
-from pipelines.items import ItemCheck, ItemInput, ItemOutput, ItemTask
+from pipelines.items import ItemCheck, ItemInput, ItemOutput, ItemSpec, ItemTask
 
 DEFAULT_MAX_IDS_PER_RUN = 500
 """How many media IDs one run (and so one Beam pipeline) takes at most in a backfill."""
@@ -56,35 +57,20 @@ RESERVED_CONFIG_KEYS = {"force"}
 
 
 @dataclass(frozen=True)
-class MediaAsset:
-    """A per-item function and what the framework derived from its signature."""
+class MediaAsset(ItemSpec):
+    """A per-item function (its ``ItemSpec``) and what only Dagster needs of it."""
 
-    name: str
-    fn: Callable
-    inputs: tuple[ItemInput, ...]
-    outputs: tuple[ItemOutput, ...]
-    config_cls: type[dg.Config] | None
-    description: str | None
-    code_version: str | None
-    group_name: str
-    timeout_s: float | None = None
-    retries: int = 0
-    retry_backoff_s: float = 1.0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    config_cls: type[dg.Config] | None = None
+    description: str | None = None
+    group_name: str = "media"
     event_output: str | None = None
-    returns_dict: bool = False  # declared with outs
-    setup: tuple[tuple[str, Callable], ...] = ()  # (parameter, factory), built once per worker process
-
-    @property
-    def upstream(self) -> list[str]:
-        return [i.asset for i in self.inputs if i.asset is not None]
 
     def task(self, raw_config: Mapping | None, force: bool = False,
              outputs: Sequence[ItemOutput] | None = None, run_id: str | None = None) -> ItemTask:
         config = self.config_cls(**(raw_config or {})) if self.config_cls else None
-        return ItemTask(self.name, self.fn, self.inputs, tuple(outputs or self.outputs), config,
-                        self.code_version, force, self.timeout_s, self.retries, self.retry_backoff_s,
-                        self.retry_on, self.returns_dict, run_id, self.setup)
+        spec = {f.name: getattr(self, f.name) for f in dataclasses.fields(ItemSpec)}
+        return ItemTask(**{**spec, "outputs": tuple(outputs or self.outputs)}, config=config, force=force,
+                        run_id=run_id)
 
     def specs(self) -> list[dg.AssetSpec]:
         return [dg.AssetSpec(
@@ -216,9 +202,10 @@ def _declare(fn, asset_name, outs, ins, checks, description, code_version, group
         raise TypeError(f"{where}: ins names parameters the function does not have: {sorted(unknown)}")
     if not inputs:
         raise TypeError(f"{where}: needs at least one input (a SourceMedia parameter or an upstream asset)")
-    return MediaAsset(asset_name, fn, tuple(inputs), outputs, config_cls, description, code_version,
-                      group_name, timeout_s, retries, retry_backoff_s, retry_on, event_output, bool(outs),
-                      tuple(setup.items()))
+    return MediaAsset(asset_name, fn, tuple(inputs), outputs, code_version=code_version, timeout_s=timeout_s,
+                      retries=retries, retry_backoff_s=retry_backoff_s, retry_on=retry_on,
+                      returns_dict=bool(outs), setup=tuple(setup.items()), config_cls=config_cls,
+                      description=description, group_name=group_name, event_output=event_output)
 
 
 def media_asset_graph(media_assets: Sequence[MediaAsset]) -> dict[str, tuple[str, ...]]:

@@ -23,7 +23,7 @@ import dagster as dg
 import numpy as np
 
 from klio_core.run_tags import FORCE_TAG, PING_TAG, tag_is_true
-from pipelines.items import DROPPED, FAILED, MATERIALIZED, SKIPPED, STATES, ItemOutput, ItemResult
+from pipelines.items import DROPPED, FAILED, MATERIALIZED, SKIPPED, STATES, ItemOutput, ItemResult, WrittenOutput
 from klio_core.wire import MediaEvent, encode_event
 
 MAX_LISTED_PROBLEMS = 200
@@ -145,21 +145,19 @@ def _ping(context: dg.AssetExecutionContext, assets: Sequence[str], ids: list[st
 def _report(context: dg.AssetExecutionContext, output: ItemOutput, results: Mapping[str, ItemResult], tally: _Tally):
     """One output's events for a batch of its results (by media ID)."""
     asset = output.asset
-    skipped = {m: r.outputs[asset]["record"] for m, r in results.items() if r.status == SKIPPED}
+    skipped = {m: r.outputs[asset].version for m, r in results.items() if r.status == SKIPPED}
     unreported = set(_unreported(context.instance, asset, skipped)) if skipped else set()
     for media_id, result in results.items():
         if result.status == MATERIALIZED or media_id in unreported:
             written = result.outputs[asset]
-            recovered = result.status == SKIPPED
-            checks = written["record"].get("checks", []) if recovered else written["checks"]
             yield dg.AssetMaterialization(asset_key=asset, partition=media_id,
                                           metadata=_materialization_metadata(context, written, result))
-            for check in checks:
-                key = dg.AssetCheckKey(dg.AssetKey(asset), check["name"])
-                tally.add_check(key, media_id, check["passed"])
+            for check in written.checks:
+                key = dg.AssetCheckKey(dg.AssetKey(asset), check.name)
+                tally.add_check(key, media_id, check.passed)
                 yield dg.AssetCheckEvaluation(asset_key=key.asset_key, check_name=key.name,
-                                              passed=check["passed"], partition=media_id,
-                                              metadata={"detail": check["detail"]})
+                                              passed=check.passed, partition=media_id,
+                                              metadata={"detail": check.detail})
         elif result.status in (DROPPED, FAILED):
             context.log.error(f"'{asset}' [{media_id}] {result.status}: {result.reason}")
             yield dg.AssetObservation(asset_key=asset, partition=media_id,
@@ -200,11 +198,11 @@ def _check_summaries(context: dg.AssetExecutionContext, tally: _Tally):
                       **({"failed_media_ids": dg.MetadataValue.json(failed[:MAX_LISTED_PROBLEMS])} if failed else {})})
 
 
-def _unreported(instance: dg.DagsterInstance, asset: str, records: Mapping[str, dict]) -> list[str]:
-    """The media IDs among ``records`` (fresh outputs, by ID) whose latest materialization in
-    Dagster is missing or reports another output version than the stored record."""
+def _unreported(instance: dg.DagsterInstance, asset: str, versions: Mapping[str, str]) -> list[str]:
+    """The media IDs among ``versions`` (fresh outputs' stored versions, by ID) whose latest
+    materialization in Dagster is missing or reports another output version."""
     key, unreported = dg.AssetKey(asset), []
-    ids = list(records)
+    ids = list(versions)
     for start in range(0, len(ids), RECONCILE_BATCH):
         chunk = ids[start:start + RECONCILE_BATCH]
         latest: dict[str, str | None] = {}
@@ -220,7 +218,7 @@ def _unreported(instance: dg.DagsterInstance, asset: str, records: Mapping[str, 
             cursor = page.cursor
         for media_id in chunk:
             # A materialization from before output versions were reported counts as reported.
-            if media_id not in latest or latest[media_id] not in (None, records[media_id].get("version")):
+            if media_id not in latest or latest[media_id] not in (None, versions[media_id]):
                 unreported.append(media_id)
     return unreported
 
@@ -251,22 +249,21 @@ def _table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
         schema=dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in columns]))
 
 
-def _materialization_metadata(context, written: dict, result: ItemResult) -> dict:
+def _materialization_metadata(context, written: WrittenOutput, result: ItemResult) -> dict:
     """What the UI shows for one written output; for a fresh output recovered from storage, what
     its record kept, and which run wrote it."""
-    record = written.get("record")
-    meta = dict(record.get("metadata", {}) if record else written["metadata"])
-    out: dict = {"path": dg.MetadataValue.path(written["uri"])}
-    url = context.resources.media_storage.browser_url(written["uri"])
-    if url and written["uri"].endswith(".png"):
+    meta = dict(written.metadata)
+    out: dict = {"path": dg.MetadataValue.path(written.uri)}
+    url = context.resources.media_storage.browser_url(written.uri)
+    if url and written.uri.endswith(".png"):
         out["plot"] = dg.MetadataValue.md(f"![plot]({url})")
     elif url:
         out["open"] = dg.MetadataValue.url(url)
-    if record:
-        out.update(recovered_from_storage=True, written_by_run=str(record.get("run_id")),
-                   output_version=str(record.get("version")))
+    if written.written_by_run:
+        out.update(recovered_from_storage=True, written_by_run=written.written_by_run,
+                   output_version=written.version)
     else:
-        out.update(compute_ms=round(result.seconds * 1000, 1), output_version=written["version"])
+        out.update(compute_ms=round(result.seconds * 1000, 1), output_version=written.version)
     if "shape" in meta:
         meta["shape"] = str(tuple(meta["shape"]))
     if "preview" in meta:  # a table's first rows (codecs.TABLE)

@@ -22,6 +22,7 @@ not been rewritten since, so recomputing ``waveform`` makes ``mel_spectrogram`` 
 A replaced source file is not detected: force the run, as in Klio.
 """
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -70,31 +71,39 @@ class ItemOutput:
 
 
 @dataclass(frozen=True)
-class ItemTask:
-    """Everything a worker needs to produce some outputs for one media ID. Must stay picklable.
+class ItemSpec:
+    """A per-item function and how to call it: what ``@media_asset`` derives from its signature
+    and options (``klio_assets.media_asset.MediaAsset`` adds what only Dagster needs).
 
     ``fn`` returns the value of its single output or, when ``returns_dict``, a dict
-    ``{asset: value}``; ``outputs`` may be the subset of those to write.
+    ``{asset: value}``.
     """
 
     name: str
     fn: Callable[..., Any]
     inputs: tuple[ItemInput, ...]
     outputs: tuple[ItemOutput, ...]
-    config: Any = None  # passed as ``config=`` when not None
     code_version: str | None = None
-    force: bool = False  # recompute even if fresh outputs exist
     timeout_s: float | None = None  # per attempt
     retries: int = 0
     retry_backoff_s: float = 1.0  # before retry n (1-based): retry_backoff_s * 2 ** (n - 1)
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     returns_dict: bool = False
-    run_id: str | None = None  # recorded beside each output: which run wrote it
     setup: tuple[tuple[str, Callable[[], Any]], ...] = ()  # (parameter, factory): built once per worker
 
     @property
     def upstream(self) -> list[str]:
         return [spec.asset for spec in self.inputs if spec.asset is not None]
+
+
+@dataclass(frozen=True)
+class ItemTask(ItemSpec):
+    """An ``ItemSpec`` in one run: everything a worker needs to produce some outputs for one media
+    ID. Must stay picklable. ``outputs`` may be the subset of the function's outputs to write."""
+
+    config: Any = None  # passed as ``config=`` when not None
+    force: bool = False  # recompute even if fresh outputs exist
+    run_id: str | None = None  # recorded beside each output: which run wrote it
 
     @property
     def fingerprint(self) -> str:
@@ -103,27 +112,56 @@ class ItemTask:
         return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check of one output value."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class WrittenOutput:
+    """One output of one media ID, as stored: where, its version (a new one per write), what the
+    UI shows about it (JSON-safe ``metadata``) and its checks. ``written_by_run`` is set only for
+    an output found fresh (skipped): the run that wrote it, from its record."""
+
+    uri: str
+    version: str
+    metadata: dict
+    checks: tuple[CheckOutcome, ...] = ()
+    written_by_run: str | None = None
+
+    @classmethod
+    def from_record(cls, uri: str, record: dict) -> "WrittenOutput":
+        return cls(uri, str(record.get("version")), record.get("metadata", {}),
+                   tuple(CheckOutcome(**c) for c in record.get("checks", [])), str(record.get("run_id")))
+
+
 @dataclass
 class ItemResult:
-    """What happened to one media ID in one task (``task`` is the ``ItemTask``'s name)."""
+    """What happened to one media ID in one task (``task`` is the ``ItemTask``'s name): for
+    ``materialized`` and ``skipped``, each output asset's ``WrittenOutput``."""
 
     media_id: str
     status: str
     reason: str = ""
-    # asset -> {"uri", "metadata", "checks": [...], "version"}; skipped: {"uri", "record"}
-    outputs: dict = field(default_factory=dict)
+    outputs: dict[str, WrittenOutput] = field(default_factory=dict)
     seconds: float = 0.0
     retries: int = 0
     task: str = ""
 
     def to_json(self) -> dict:
         return {"media_id": self.media_id, "status": self.status, "reason": self.reason,
-                "outputs": self.outputs, "seconds": round(self.seconds, 6), "retries": self.retries,
-                "task": self.task}
+                "outputs": {asset: dataclasses.asdict(o) for asset, o in self.outputs.items()},
+                "seconds": round(self.seconds, 6), "retries": self.retries, "task": self.task}
 
     @classmethod
     def from_json(cls, d: dict) -> "ItemResult":
-        return cls(**d)
+        outputs = {asset: WrittenOutput(**{**o, "checks": tuple(CheckOutcome(**c) for c in o["checks"])})
+                   for asset, o in d["outputs"].items()}
+        return cls(**{**d, "outputs": outputs})
 
 
 class _Dropped(Exception):
@@ -203,7 +241,7 @@ def _call_with_retries(task: ItemTask, kwargs: dict) -> tuple[Any, int]:
         attempt += 1
 
 
-def _run_checks(output: ItemOutput, value, config) -> list[dict]:
+def _run_checks(output: ItemOutput, value, config) -> tuple[CheckOutcome, ...]:
     results = []
     for check in output.checks:
         try:
@@ -211,8 +249,8 @@ def _run_checks(output: ItemOutput, value, config) -> list[dict]:
             passed, detail = verdict if isinstance(verdict, tuple) else (bool(verdict), "")
         except Exception as e:
             passed, detail = False, f"check raised {type(e).__name__}: {e}"
-        results.append({"name": check.name, "passed": bool(passed), "detail": detail})
-    return results
+        results.append(CheckOutcome(check.name, bool(passed), detail))
+    return tuple(results)
 
 
 def _read_record(store, asset: str, media_id: str) -> dict | None:
@@ -234,11 +272,13 @@ def _fresh_records(task: ItemTask, state: _Pass, input_versions: dict[str, str |
     return records
 
 
-def _record(task: ItemTask, version: str, input_versions: dict, metadata: dict, checks: list[dict]) -> dict:
+def _record(task: ItemTask, version: str, input_versions: dict, metadata: dict,
+            checks: tuple[CheckOutcome, ...]) -> dict:
     """What is stored beside an output: enough to tell whether it is fresh, and to report it to
     Dagster again if the run that wrote it died before it could."""
     return {"fingerprint": task.fingerprint, "code_version": task.code_version, "version": version,
-            "inputs": input_versions, "run_id": task.run_id, "metadata": metadata, "checks": checks}
+            "inputs": input_versions, "run_id": task.run_id, "metadata": metadata,
+            "checks": [dataclasses.asdict(c) for c in checks]}
 
 
 def _process(task: ItemTask, state: _Pass) -> ItemResult:
@@ -254,8 +294,8 @@ def _process(task: ItemTask, state: _Pass) -> ItemResult:
         input_versions = {a: (state.record(a) or {}).get("version") for a in task.upstream}
         records = None if task.force else _fresh_records(task, state, input_versions)
         if records is not None:
-            outputs = {o.asset: {"uri": store.output_uri(o.asset, media_id, o.codec.suffix), "record": records[o.asset]}
-                       for o in task.outputs}
+            outputs = {o.asset: WrittenOutput.from_record(store.output_uri(o.asset, media_id, o.codec.suffix),
+                                                          records[o.asset]) for o in task.outputs}
             return ItemResult(media_id, SKIPPED, "output exists from the same code version, config and "
                               "inputs (force to recompute)", outputs, time.perf_counter() - started,
                               task=task.name)
@@ -282,7 +322,7 @@ def _process(task: ItemTask, state: _Pass) -> ItemResult:
             store.write_bytes(store.record_uri(output.asset, media_id), json.dumps(record).encode())
             state.values[output.asset] = value
             state.records[output.asset] = record
-            outputs[output.asset] = {"uri": uri, "metadata": metadata, "checks": checks, "version": version}
+            outputs[output.asset] = WrittenOutput(uri, version, metadata, checks)
         return ItemResult(media_id, MATERIALIZED, outputs=outputs, seconds=time.perf_counter() - started,
                           retries=retries, task=task.name)
     except _Dropped as e:

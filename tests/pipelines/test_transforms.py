@@ -125,8 +125,9 @@ def test_a_media_pipeline_run_collects_one_result_per_task_and_id_and_the_counte
          ("plus_one", "absent", "dropped"), ("plus_one", "corrupt", "dropped"), ("plus_one", "good-1", "materialized"),
          ("plus_one", "good-2", "materialized"), ("plus_one", "negative", "dropped")])
     good = next(r for r in results if r.media_id == "good-1" and r.task == "doubled").outputs["doubled"]
-    assert good["uri"] == store.output_uri("doubled", "good-1", ".npy")
-    assert good["metadata"] == {"shape": [2], "dtype": "int64", "size_bytes": len(NDARRAY.encode(np.array([2, 4])))}
+    assert good.uri == store.output_uri("doubled", "good-1", ".npy")
+    assert good.metadata == {"shape": [2], "dtype": "int64", "size_bytes": len(NDARRAY.encode(np.array([2, 4])))}
+    assert good.checks == () and len(good.version) == 32 and good.written_by_run is None  # typed, through JSON
     assert {k: v for k, v in run.counters["doubled"].items() if v} == {
         "received": 5, "materialized": 2, "dropped": 1, "failed": 2}
     assert {k: v for k, v in run.counters["plus_one"].items() if v} == {

@@ -10,6 +10,7 @@ import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
+from klio_assets.definitions import MEDIA_GRAPH
 from tests.dev_stack import start_dev_stack, wait_until
 
 ASSETS = ["waveform", "spectrogram", "mel_spectrogram", "mfcc",
@@ -31,8 +32,7 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
     materialized = lambda: server.query(PARTITION_STATUS, {"key": {"path": ["mfcc_plot"]}})[  # noqa: E731
         "assetNodeOrError"]["partitionStats"]
     try:
-        assert sorted(k[0] for k in server.media_asset_keys()) == sorted(
-            ASSETS + ["foreground_spectrogram", "background_spectrogram", "foreground_plot", "background_plot"])
+        assert sorted(k[0] for k in server.media_asset_keys()) == sorted(MEDIA_GRAPH)
 
         # Materialize one media ID, as the UI's "Materialize" on one partition does.
         client = DagsterGraphQLClient("127.0.0.1", port_number=dev.port)
@@ -41,6 +41,8 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
                    300, f"run {run_id}", dev.log_path)
         assert client.get_run_status(run_id) == DagsterRunStatus.SUCCESS
         assert outputs_exist(data_root, "demo-000-tone")
+        # media_job is every media asset, the trained model's notes included
+        assert os.path.exists(os.path.join(data_root, "note_events", "demo-000-tone.csv"))
 
         # Backfill four more: at most 2 IDs per run, so exactly 2 runs.
         ids = ["demo-001-chord", "demo-002-sweep", "demo-003-noise", "demo-004-tone"]

@@ -13,7 +13,7 @@ ARG BEAM_VERSION=2.77.0
 
 # the project's files, once for both images
 FROM scratch AS source
-COPY pyproject.toml model-requirements.txt README.md workspace.yaml /src/
+COPY pyproject.toml requirements.lock model-requirements.txt README.md workspace.yaml /src/
 COPY klio_assets/ /src/klio_assets/
 COPY klio_core/ /src/klio_core/
 COPY pipelines/ /src/pipelines/
@@ -29,7 +29,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c requirements.lock . \
     && pip install --no-cache-dir --no-deps -r model-requirements.txt \
     && python -c "import apache_beam, klio_assets.audio; assert apache_beam.__version__ == '${BEAM_VERSION}'"
 # the entrypoint stays Beam's /opt/apache/beam/boot, which Dataflow starts
@@ -46,7 +46,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c requirements.lock . \
     && pip install --no-cache-dir --no-deps -r model-requirements.txt \
     && useradd --create-home --uid 10001 klio \
     && mkdir -p "$DAGSTER_HOME" \

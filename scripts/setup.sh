@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install the project with its test extras. Idempotent: reinstalls only when
-# pyproject.toml or model-requirements.txt changed. Sourced by dev.sh and test.sh; safe to run
-# on its own.
+# Create .venv and install the project with its test extras, at the versions pinned in
+# requirements.lock (scripts/lock.sh refreshes it). Idempotent: reinstalls only when
+# pyproject.toml, requirements.lock or model-requirements.txt changed. Sourced by dev.sh and
+# test.sh; safe to run on its own.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
@@ -13,11 +14,12 @@ VENV="$ROOT/.venv"
 }
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 
-stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/model-requirements.txt" | sha256sum | cut -c1-16)"
+stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock" "$ROOT/model-requirements.txt" \
+  | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   echo "setup: installing the project into $VENV (a few minutes the first time)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/requirements.lock" -e "$ROOT[test]"
   "$VENV/bin/python" -m pip install --quiet --no-deps -r "$ROOT/model-requirements.txt"
   # The first librosa call in a fresh environment compiles numba kernels into their on-disk
   # cache; pay it once here rather than inside a timed run or a test.

@@ -56,10 +56,11 @@ def test_dockerfile_matches_the_project():
     assert dockerfile_arg("BEAM_VERSION") == apache_beam.__version__
     assert dockerfile_arg("PYTHON_VERSION") == f"{sys.version_info.major}.{sys.version_info.minor}"
     packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
-    assert packages | {"pyproject.toml", "model-requirements.txt", "README.md"} <= copied_paths()
+    assert packages | {"pyproject.toml", "requirements.lock", "model-requirements.txt", "README.md"} <= copied_paths()
     for stage in ("beam-worker", "code-location"):
         body = DOCKERFILE.split(f" AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
-        assert "COPY --from=source /src /opt/klio" in body and "pip install --no-cache-dir ." in body, stage
+        assert "COPY --from=source /src /opt/klio" in body, stage
+        assert "pip install --no-cache-dir -c requirements.lock ." in body, stage  # the locked set
         assert "pip install --no-cache-dir --no-deps -r model-requirements.txt" in body, stage  # the model
     module = PYPROJECT["tool"]["dagster"]["module_name"]
     assert f'"--module-name", "{module}"' in DOCKERFILE

@@ -1,0 +1,34 @@
+"""The code location: the single ``Definitions`` that ``workspace.yaml`` and ``dagster dev`` load.
+
+Its settings (storage root, Pub/Sub names, Beam runner, the cap on IDs per run) come from the
+environment through ``klio_assets.settings.Settings``, which lists every variable.
+"""
+
+import dagster as dg
+
+from jobs import build_media_job
+from klio_assets.audio import AUDIO_ASSETS
+from klio_assets.media_asset import build_media_assets, media_asset_graph
+from klio_assets.settings import Settings
+from klio_assets.transcription import TRANSCRIPTION_ASSETS
+from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
+from sensors.pubsub_sensor import build_pubsub_sensor
+
+SETTINGS = Settings.from_env()
+MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS + TRANSCRIPTION_ASSETS
+MEDIA_GRAPH = media_asset_graph(MEDIA_ASSETS)  # its keys: "every media asset", for the job and events
+MEDIA_STORAGE = SETTINGS.media_storage()
+PUBSUB = SETTINGS.pubsub()
+
+defs = dg.Definitions(
+    assets=[build_media_assets(MEDIA_ASSETS, max_ids_per_run=SETTINGS.max_ids_per_run)],
+    jobs=[build_media_job(MEDIA_GRAPH)],
+    sensors=[build_pubsub_sensor(
+        MEDIA_GRAPH, max_ids_per_run=SETTINGS.max_ids_per_run,
+        default_status=dg.DefaultSensorStatus.RUNNING if SETTINGS.pubsub_configured else dg.DefaultSensorStatus.STOPPED,
+    )],
+    resources={"media_storage": MEDIA_STORAGE, "beam_runner": SETTINGS.beam_runner, "pubsub": PUBSUB},
+    # Media assets run as one step that hands the work to Beam; running it in the run's own
+    # process saves a second Python start-up and import of librosa and Beam per run.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,106 @@
+"""Every setting of the project, read from the environment in one place.
+
+``Settings.from_env()`` is what the code location (``definitions.py``), the CLIs and the dev
+stack use; no other module reads a ``KLIO_*`` variable. A malformed value fails at once, naming
+the variable.
+
+| variable | field | default |
+| --- | --- | --- |
+| ``KLIO_DATA_ROOT`` | ``data_root``: the storage root; sources in ``<root>/sources``; ``gs://bucket/path`` selects GCS | ``data`` |
+| ``KLIO_MEDIA_URL`` | ``media_url``: the base URL under which a web server serves the storage root (``klio-dev`` sets it) | none (on GCS: ``storage.cloud.google.com``) |
+| ``KLIO_SOURCE_SUFFIXES`` | ``source_suffixes``: tried in order, comma-separated | every format the decoder reads |
+| ``KLIO_MAX_IDS_PER_RUN`` | ``max_ids_per_run``: the most media IDs a backfill or sensor run takes | 500 |
+| ``KLIO_PUBSUB_PROJECT`` | ``pubsub_project``: a real Google Cloud project; without it, the local emulator's ``klio-dev`` | none |
+| ``KLIO_PUBSUB_TOPIC``, ``_SUBSCRIPTION``, ``_DEAD_LETTER_TOPIC``, ``_OUTPUT_TOPIC`` | where events come from and go to | ``klio-media-events``, ``klio-media-events-dagster``, ``klio-media-events-dead-letter``, ``klio-media-outputs`` |
+| ``KLIO_PUBSUB_ACK_DEADLINE_S`` | ``pubsub_ack_deadline_s``: the subscription's ack deadline | 60 |
+| ``PUBSUB_EMULATOR_HOST`` | ``pubsub_emulator_host``: Google's variable for an emulator | none |
+| ``KLIO_PUBSUB_EMULATOR_PORT`` | ``pubsub_emulator_port``: where ``klio-dev`` starts the emulator | 8085 |
+| ``KLIO_MEDIA_PORT`` | ``media_port``: where ``klio-dev`` serves the data folder | 3001 |
+| ``KLIO_DEMO_COUNT`` | ``demo_count``: clips in ``klio-dev``'s demo catalogue | 12 |
+| ``KLIO_BEAM_RUNNER``, ``KLIO_BEAM_ARGS``, ``KLIO_DATAFLOW_*``, ``KLIO_DASK_*`` | ``beam_runner``: see ``resources.beam.beam_runner_from`` | the DirectRunner |
+
+The sensor runs by default when a project is set or ``PUBSUB_EMULATOR_HOST`` names an emulator.
+"""
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN
+from resources.beam import BeamRunner, beam_runner_from
+from resources.media_store import DEFAULT_SOURCE_SUFFIXES, parse_suffixes
+from resources.pubsub import PubSubResource
+from resources.storage import GCSMediaStorage, LocalMediaStorage
+
+DEV_PROJECT = "klio-dev"
+"""The project name on the local Pub/Sub emulator."""
+
+_VARIABLES = {  # field -> environment variable
+    "data_root": "KLIO_DATA_ROOT",
+    "media_url": "KLIO_MEDIA_URL",
+    "source_suffixes": "KLIO_SOURCE_SUFFIXES",
+    "max_ids_per_run": "KLIO_MAX_IDS_PER_RUN",
+    "pubsub_project": "KLIO_PUBSUB_PROJECT",
+    "pubsub_topic": "KLIO_PUBSUB_TOPIC",
+    "pubsub_subscription": "KLIO_PUBSUB_SUBSCRIPTION",
+    "pubsub_dead_letter_topic": "KLIO_PUBSUB_DEAD_LETTER_TOPIC",
+    "pubsub_output_topic": "KLIO_PUBSUB_OUTPUT_TOPIC",
+    "pubsub_ack_deadline_s": "KLIO_PUBSUB_ACK_DEADLINE_S",
+    "pubsub_emulator_host": "PUBSUB_EMULATOR_HOST",
+    "pubsub_emulator_port": "KLIO_PUBSUB_EMULATOR_PORT",
+    "media_port": "KLIO_MEDIA_PORT",
+    "demo_count": "KLIO_DEMO_COUNT",
+}
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    data_root: str = "data"
+    media_url: str | None = None
+    source_suffixes: tuple[str, ...] = tuple(DEFAULT_SOURCE_SUFFIXES)
+    max_ids_per_run: int = Field(default=DEFAULT_MAX_IDS_PER_RUN, gt=0)
+    pubsub_project: str | None = None
+    pubsub_topic: str = "klio-media-events"
+    pubsub_subscription: str = "klio-media-events-dagster"
+    pubsub_dead_letter_topic: str = "klio-media-events-dead-letter"
+    pubsub_output_topic: str = "klio-media-outputs"
+    pubsub_ack_deadline_s: int = Field(default=60, ge=10, le=600)
+    pubsub_emulator_host: str | None = None
+    pubsub_emulator_port: int = 8085
+    media_port: int = 3001
+    demo_count: int = Field(default=12, ge=0)
+    beam_runner: BeamRunner = Field(default_factory=BeamRunner)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+        values: dict = {field: environ[name] for field, name in _VARIABLES.items() if environ.get(name)}
+        if "source_suffixes" in values:
+            values["source_suffixes"] = tuple(parse_suffixes(values["source_suffixes"], "KLIO_SOURCE_SUFFIXES"))
+        try:
+            return cls(beam_runner=beam_runner_from(environ), **values)
+        except ValidationError as e:
+            problems = "; ".join(f"{_VARIABLES.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']} "
+                                 f"(got {err.get('input')!r})" for err in e.errors())
+            raise ValueError(f"bad setting: {problems}") from None
+
+    @property
+    def pubsub_configured(self) -> bool:
+        """Whether events can flow: a real project, or an emulator to talk to."""
+        return bool(self.pubsub_project or self.pubsub_emulator_host)
+
+    def media_storage(self) -> LocalMediaStorage | GCSMediaStorage:
+        if self.data_root.startswith("gs://"):
+            return GCSMediaStorage(root=self.data_root, source_suffixes=list(self.source_suffixes),
+                                   **({"media_url": self.media_url} if self.media_url else {}))
+        return LocalMediaStorage(root=os.path.abspath(self.data_root), source_suffixes=list(self.source_suffixes),
+                                 media_url=self.media_url)
+
+    def pubsub(self, ack_deadline_s: int | None = None) -> PubSubResource:
+        """The Pub/Sub resource: the configured project, or the emulator's ``klio-dev``."""
+        return PubSubResource(
+            project=self.pubsub_project or DEV_PROJECT, topic=self.pubsub_topic,
+            subscription=self.pubsub_subscription, dead_letter_topic=self.pubsub_dead_letter_topic,
+            output_topic=self.pubsub_output_topic,
+            ack_deadline_seconds=ack_deadline_s or self.pubsub_ack_deadline_s)

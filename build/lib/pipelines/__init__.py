@@ -1,0 +1,1 @@
+"""The Beam side: per-item processing and the transforms that run it. Nothing here imports Dagster."""

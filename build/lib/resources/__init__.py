@@ -1,0 +1,1 @@
+"""Resources: media storage and the Beam runner."""

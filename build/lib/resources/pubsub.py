@@ -1,0 +1,131 @@
+"""The Pub/Sub resource: the input subscription, and the output and dead-letter topics.
+
+Works against real Pub/Sub (credentials from the environment, as for any Google client) and
+against the emulator: when ``PUBSUB_EMULATOR_HOST`` is set, google-cloud-pubsub talks to it.
+"""
+
+import time
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+from google.api_core.exceptions import AlreadyExists
+from google.cloud import pubsub_v1
+from pydantic import Field, PrivateAttr
+
+PULL_BATCH = 1000  # the most messages one pull returns
+ORIGIN_KEY_ATTRIBUTE = "klio_origin_key"
+"""Set on a message carried over from a stopped emulator: the key it had there (see ``klio-dev``)."""
+
+
+def message_key(message) -> str:
+    """What identifies a Pub/Sub message across restarts: ``<message ID>@<publish time in µs>``.
+
+    Message IDs alone repeat: a fresh emulator, or a recreated topic, numbers its messages from 1
+    again; the publish time tells them apart. A message carried over from a stopped emulator
+    keeps the key it had there (attribute ``klio_origin_key``).
+    """
+    origin = message.attributes.get(ORIGIN_KEY_ATTRIBUTE)
+    if origin:
+        return origin
+    published = message.publish_time
+    micros = int(published.timestamp()) * 1_000_000 + published.microsecond
+    return f"{message.message_id}@{micros}"
+
+
+class PubSubResource(dg.ConfigurableResource):
+    """Pulls new-content events and publishes event output and dead letters."""
+
+    project: str = Field(description="Google Cloud project of the topics and subscription.")
+    topic: str = Field(default="klio-media-events",
+                       description="Input topic: where new-content events are published.")
+    subscription: str = Field(default="klio-media-events-dagster",
+                              description="Input subscription on `topic` that the sensor pulls.")
+    output_topic: str | None = Field(
+        default=None, description="Topic for event output (one message per materialized ID); none if unset.")
+    dead_letter_topic: str | None = Field(
+        default=None, description="Topic for bad events, with the reason in attribute 'error'; none if unset.")
+    ack_deadline_seconds: int = Field(
+        default=60, ge=10, le=600,
+        description="Ack deadline of the subscription when `ensure_exists` creates it.")
+
+    _publisher: pubsub_v1.PublisherClient | None = PrivateAttr(default=None)
+    _subscriber: pubsub_v1.SubscriberClient | None = PrivateAttr(default=None)
+
+    @property
+    def publisher(self) -> pubsub_v1.PublisherClient:
+        if self._publisher is None:
+            self._publisher = pubsub_v1.PublisherClient()
+        return self._publisher
+
+    @property
+    def subscriber(self) -> pubsub_v1.SubscriberClient:
+        if self._subscriber is None:
+            self._subscriber = pubsub_v1.SubscriberClient()
+        return self._subscriber
+
+    def topic_path(self, topic: str) -> str:
+        return self.publisher.topic_path(self.project, topic)
+
+    @property
+    def subscription_path(self) -> str:
+        return self.subscriber.subscription_path(self.project, self.subscription)
+
+    def ensure_exists(self) -> None:
+        """Create the topics and the subscription if they are missing (for the emulator and dev)."""
+        for topic in filter(None, (self.topic, self.output_topic, self.dead_letter_topic)):
+            try:
+                self.publisher.create_topic(request={"name": self.topic_path(topic)})
+            except AlreadyExists:
+                pass
+        try:
+            self.subscriber.create_subscription(request={
+                "name": self.subscription_path, "topic": self.topic_path(self.topic),
+                "ack_deadline_seconds": self.ack_deadline_seconds})
+        except AlreadyExists:
+            pass
+
+    def pull(self, max_messages: int, timeout_s: float = 10.0) -> list:
+        """Up to ``max_messages`` received messages; returns early when the subscription is drained."""
+        received = []
+        while len(received) < max_messages:
+            response = self.subscriber.pull(
+                request={"subscription": self.subscription_path,
+                         "max_messages": min(PULL_BATCH, max_messages - len(received)),
+                         "return_immediately": True},
+                timeout=timeout_s)
+            if not response.received_messages:
+                break
+            received.extend(response.received_messages)
+        return received
+
+    def drain(self, wait_s: float = 0.0) -> list[tuple[bytes, dict[str, str]]]:
+        """Every message on the subscription, not acknowledged, as ``(data, attributes)`` with its
+        ``message_key`` in attribute ``klio_origin_key``: what ``klio-dev`` carries over from an
+        emulator it stops to the next one it starts. Messages that a subscriber pulled but did not
+        acknowledge come back only when their ack deadline passes: ``wait_s`` keeps pulling that
+        long to take them too."""
+        drained, seen = [], set()
+        deadline = time.monotonic() + wait_s
+        while True:
+            fresh = 0
+            for m in self.pull(PULL_BATCH):  # what is pulled here comes back too, after its deadline
+                key = message_key(m.message)
+                if key not in seen:
+                    seen.add(key)
+                    fresh += 1
+                    drained.append((m.message.data, {**m.message.attributes, ORIGIN_KEY_ATTRIBUTE: key}))
+            if not fresh:
+                if time.monotonic() >= deadline:
+                    return drained
+                time.sleep(0.5)
+
+    def acknowledge(self, ack_ids: Sequence[str]) -> None:
+        for start in range(0, len(ack_ids), PULL_BATCH):
+            self.subscriber.acknowledge(request={"subscription": self.subscription_path,
+                                                 "ack_ids": list(ack_ids[start:start + PULL_BATCH])})
+
+    def publish(self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str]:
+        """Publish ``(data, attributes)`` pairs to ``topic``; wait for and return the message IDs."""
+        path = self.topic_path(topic)
+        futures = [self.publisher.publish(path, data, **dict(attributes)) for data, attributes in messages]
+        return [f.result(timeout=60) for f in futures]

@@ -1,0 +1,1 @@
+"""Sensors that turn events into media_ids partitions and runs."""

@@ -1,0 +1,107 @@
+"""From decoded events to new partitions and run requests. Pure functions: no Pub/Sub, no instance.
+
+Events that ask for the same thing (same assets, force, ping) are batched. Each batch is cut
+into ranges that are contiguous in ``media_ids`` order (a run targets a partition range) and
+at most ``max_ids_per_run`` long. New IDs are appended batch by batch, so a batch's new IDs are
+always one contiguous range.
+"""
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+from klio_core.run_tags import FORCE_TAG, PING_TAG
+from klio_core.wire import MediaEvent
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+@dataclass(frozen=True)
+class Received:
+    """A decoded event and the key of the Pub/Sub message it came in (``pubsub_sensor.message_key``)."""
+
+    message_key: str
+    event: MediaEvent
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    media_ids: tuple[str, ...]
+    assets: tuple[str, ...]
+    force: bool
+    ping: bool
+    message_keys: tuple[str, ...]
+
+    @property
+    def run_key(self) -> str:
+        """Stable for the same messages and the same work, so a redelivered batch is not run twice."""
+        body = json.dumps([self.media_ids, self.assets, self.force, self.ping, sorted(self.message_keys)])
+        return "pubsub-" + hashlib.sha256(body.encode()).hexdigest()[:32]
+
+    def run_request(self) -> dg.RunRequest:
+        tags = {RANGE_START_TAG: self.media_ids[0], RANGE_END_TAG: self.media_ids[-1]}
+        if self.force:
+            tags[FORCE_TAG] = "true"
+        if self.ping:
+            tags[PING_TAG] = "true"
+        return dg.RunRequest(run_key=self.run_key, asset_selection=[dg.AssetKey(a) for a in self.assets],
+                             tags=tags)
+
+
+def selection_for(event: MediaEvent, upstream: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """Top-down: every asset. Bottom-up: the recipients and all their upstream media assets (whose
+    existing outputs the run then skips, so only missing ones are produced)."""
+    if not event.recipients:
+        return tuple(sorted(upstream))
+    selected: set[str] = set()
+    pending = list(event.recipients)
+    while pending:
+        asset = pending.pop()
+        if asset not in selected:
+            selected.add(asset)
+            pending.extend(u for u in upstream[asset] if u in upstream)
+    return tuple(sorted(selected))
+
+
+def plan_runs(received: Sequence[Received], registered: Sequence[str],
+              upstream: Mapping[str, Sequence[str]], max_ids_per_run: int) -> tuple[list[str], list[RunPlan]]:
+    """The IDs to add to ``media_ids`` (in order) and the runs to request.
+
+    ``registered`` is the current ``media_ids`` in their order; ``upstream`` maps each media asset
+    to its upstream asset names.
+    """
+    batches: dict[tuple, dict[str, list[str]]] = {}
+    for item in received:
+        key = (selection_for(item.event, upstream), item.event.force, item.event.ping)
+        batches.setdefault(key, {}).setdefault(item.event.media_id, []).append(item.message_key)
+
+    known = set(registered)
+    new_ids: list[str] = []
+    for ids in batches.values():
+        for media_id in ids:
+            if media_id not in known:
+                known.add(media_id)
+                new_ids.append(media_id)
+    position = {media_id: i for i, media_id in enumerate([*registered, *new_ids])}
+
+    plans = []
+    for (assets, force, ping), ids in batches.items():
+        for chunk in _contiguous_chunks(sorted(ids, key=position.__getitem__), position, max_ids_per_run):
+            message_keys = tuple(m for media_id in chunk for m in ids[media_id])
+            plans.append(RunPlan(tuple(chunk), assets, force, ping, message_keys))
+    return new_ids, plans
+
+
+def _contiguous_chunks(ordered: list[str], position: Mapping[str, int], limit: int) -> list[list[str]]:
+    chunks: list[list[str]] = []
+    for media_id in ordered:
+        last = chunks[-1] if chunks else None
+        if last and len(last) < limit and position[media_id] == position[last[-1]] + 1:
+            last.append(media_id)
+        else:
+            chunks.append([media_id])
+    return chunks

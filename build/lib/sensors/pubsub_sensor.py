@@ -1,0 +1,190 @@
+"""The Pub/Sub sensor: new-content events become ``media_ids`` partitions and runs.
+
+Each tick:
+
+1. acknowledges the messages of the previous tick. The cursor this tick receives is written
+   by Dagster only after that tick's partitions were added and its run requests durably
+   reserved, so those messages are safe to ack;
+2. pulls at most ``max_messages_per_tick`` messages and decodes them (``sensors.events``);
+3. dead-letters and acknowledges bad events at once, with the reason;
+4. acknowledges redeliveries of messages an earlier tick already recorded;
+5. returns one partitions request for the new IDs, run requests batched per
+   ``sensors.planning``, and a cursor holding this tick's ack IDs and the recorded messages.
+
+Delivery is at least once with no duplicate work. A crash before Dagster records the tick
+leaves the messages unacked, so Pub/Sub redelivers them. A crash after it recorded the tick
+but before the next tick acked them is caught in step 4, and in any case by the run keys.
+
+A message is known by its ``message_key``: its message ID *and* its publish time. Message IDs
+alone repeat: a fresh emulator, or a recreated topic, numbers its messages from 1 again. The
+recorded keys are remembered for as long as Pub/Sub may still redeliver them: until their
+acknowledgement is confirmed within the ack deadline, then ``redelivery_grace_s`` more (an acked
+message is redelivered only rarely, and soon); a message whose ack failed or came late is
+remembered for the subscription's retention. So the cursor holds the last few minutes of
+messages, not a count that grows with the stream.
+"""
+
+import base64
+import json
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+from google.api_core.exceptions import GoogleAPICallError
+
+from klio_core.partitions import media_ids
+from resources.pubsub import PubSubResource, message_key
+from sensors.events import BadEvent, parse_event
+from sensors.planning import Received, plan_runs
+
+REDELIVERY_GRACE_S = 120  # how long a key stays remembered after its ack was confirmed in time
+MESSAGE_RETENTION_S = 7 * 24 * 3600  # Pub/Sub's default: an unacked message is redelivered until then
+
+
+@dataclass
+class TickState:
+    """What one tick hands the next, through the sensor cursor (compressed JSON).
+
+    ``pending_acks``/``pending_keys``: the messages this tick recorded, acknowledged by the next
+    tick; ``pulled_at``: when they were pulled (their ack deadline runs from then);
+    ``remembered``: recorded message key -> the epoch second until which it is remembered.
+    """
+
+    pending_acks: list[str] = field(default_factory=list)
+    pending_keys: list[str] = field(default_factory=list)
+    pulled_at: float = 0.0
+    remembered: dict[str, int] = field(default_factory=dict)
+
+    def dump(self) -> str:
+        by_expiry: dict[int, list[str]] = {}
+        for key, expiry in self.remembered.items():
+            by_expiry.setdefault(expiry, []).append(key)
+        raw = json.dumps({"v": 2, "acks": self.pending_acks, "keys": self.pending_keys,
+                          "pulled_at": round(self.pulled_at, 3),
+                          "remembered": {str(e): keys for e, keys in sorted(by_expiry.items())}},
+                         separators=(",", ":"))
+        return base64.b64encode(zlib.compress(raw.encode(), 9)).decode("ascii")
+
+    @classmethod
+    def load(cls, cursor: str | None) -> "TickState":
+        if not cursor:
+            return cls()
+        body = json.loads(zlib.decompress(base64.b64decode(cursor)))
+        if body.get("v") != 2:  # the first format: bare message IDs, which cannot be told apart
+            return cls(pending_acks=body.get("pending_acks", []))
+        return cls(body["acks"], body["keys"], body["pulled_at"],
+                   {key: int(e) for e, keys in body["remembered"].items() for key in keys})
+
+    def forget_expired(self, now: float) -> None:
+        self.remembered = {k: e for k, e in self.remembered.items() if e > now}
+
+
+def build_pubsub_sensor(
+    upstream: Mapping[str, Sequence[str]],
+    *,
+    max_ids_per_run: int,
+    name: str = "pubsub_media_events",
+    max_messages_per_tick: int = 10_000,
+    minimum_interval_seconds: int = 5,
+    redelivery_grace_s: int = REDELIVERY_GRACE_S,
+    message_retention_s: int = MESSAGE_RETENTION_S,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """A sensor that pulls the ``pubsub`` resource's subscription and requests runs of the media
+    assets named by ``upstream`` (every media asset -> the media assets it reads; see
+    ``klio_assets.media_asset.media_asset_graph``). A top-down event runs all of them."""
+    upstream = {asset: tuple(inputs) for asset, inputs in upstream.items()}
+
+    @dg.sensor(
+        name=name,
+        asset_selection=[dg.AssetKey(a) for a in upstream],
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description="Turns Pub/Sub new-content events (KlioMessage, JSON or plain media ID) into "
+                    "media_ids partitions and runs: top-down, bottom-up, force and ping.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, pubsub: PubSubResource):
+        return evaluate_tick(context, pubsub, upstream, max_ids_per_run, max_messages_per_tick,
+                             redelivery_grace_s=redelivery_grace_s, message_retention_s=message_retention_s)
+
+    return _sensor
+
+
+def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
+                  upstream: dict[str, tuple[str, ...]], max_ids_per_run: int, max_messages: int, *,
+                  redelivery_grace_s: int = REDELIVERY_GRACE_S, message_retention_s: int = MESSAGE_RETENTION_S,
+                  clock: Callable[[], float] = time.time) -> dg.SensorResult:
+    state = TickState.load(context.cursor)
+    _acknowledge_recorded(context, pubsub, state, clock(), redelivery_grace_s)
+    pulled_at = clock()
+    state.forget_expired(pulled_at)
+
+    this_tick: set[str] = set()
+    received, pending_acks, pending_keys, ack_now, bad = [], [], [], [], []
+    for message in pubsub.pull(max_messages):
+        key = message_key(message.message)
+        if key in state.remembered:  # an earlier tick recorded it; only its ack got lost
+            ack_now.append((message.ack_id, key))
+            continue
+        if key in this_tick:  # delivered twice in one pull: ack with the first copy
+            pending_acks.append(message.ack_id)
+            continue
+        this_tick.add(key)
+        event = parse_event(message.message.data, upstream.keys())
+        if isinstance(event, BadEvent):
+            context.log.warning(f"bad event (message {message.message.message_id}): {event.reason}")
+            bad.append((message, key, event.reason))
+            ack_now.append((message.ack_id, key))
+        else:
+            received.append(Received(key, event))
+            pending_acks.append(message.ack_id)
+            pending_keys.append(key)
+
+    if bad and pubsub.dead_letter_topic:
+        pubsub.publish(pubsub.dead_letter_topic, [
+            (m.message.data, {**m.message.attributes, "error": reason[:1024],
+                              "source_message_id": m.message.message_id, "source_message_key": key,
+                              "source_subscription": pubsub.subscription})
+            for m, key, reason in bad])
+    if ack_now:
+        pubsub.acknowledge([ack_id for ack_id, _ in ack_now])
+        acked_at = clock()
+        state.remembered.update({key: int(acked_at + redelivery_grace_s) for _, key in ack_now})
+
+    new_ids, plans = plan_runs(received, context.instance.get_dynamic_partitions(media_ids.name),
+                               upstream, max_ids_per_run)
+    for plan in plans:
+        mode = "ping" if plan.ping else ("top-down" if len(plan.assets) == len(upstream) else "bottom-up")
+        context.log.info(f"run {plan.run_key}: {len(plan.media_ids)} media IDs, {mode}"
+                         f"{', forced' if plan.force else ''}, assets {list(plan.assets)}")
+    # Until the next tick confirms their ack, recorded messages may come back for as long as
+    # Pub/Sub keeps them.
+    state.remembered.update({key: int(pulled_at + message_retention_s) for key in pending_keys})
+    state.pending_acks, state.pending_keys, state.pulled_at = pending_acks, pending_keys, pulled_at
+    if not plans:
+        reason = f"no new events ({len(bad)} bad)" if bad else "no new events"
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=state.dump())
+    return dg.SensorResult(
+        run_requests=[plan.run_request() for plan in plans],
+        dynamic_partitions_requests=[media_ids.build_add_request(new_ids)] if new_ids else None,
+        cursor=state.dump(),
+    )
+
+
+def _acknowledge_recorded(context: dg.SensorEvaluationContext, pubsub: PubSubResource, state: TickState,
+                          now: float, redelivery_grace_s: int) -> None:
+    """Acknowledge the previous tick's messages (Dagster has recorded that tick). Acked within
+    their deadline, they are remembered for ``redelivery_grace_s`` more; otherwise Pub/Sub has
+    redelivered or will redeliver them, and they stay remembered for its retention."""
+    if not state.pending_acks:
+        return
+    try:
+        pubsub.acknowledge(state.pending_acks)
+    except GoogleAPICallError as e:  # e.g. ack IDs of a restarted emulator: they come back, and are known
+        context.log.warning(f"could not acknowledge {len(state.pending_acks)} recorded message(s) "
+                            f"({type(e).__name__}: {e}); their redeliveries will be recognised")
+        return
+    if now - state.pulled_at < pubsub.ack_deadline_seconds:
+        state.remembered.update({key: int(now + redelivery_grace_s) for key in state.pending_keys})

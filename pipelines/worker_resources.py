@@ -15,8 +15,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from apache_beam.metrics import Metrics
-
 from pipelines.metrics import loads_counter, metrics_namespace
 
 _values: dict[tuple[str, str], Any] = {}
@@ -29,6 +27,8 @@ def get(task_name: str, param: str, factory: Callable[[], Any]) -> Any:
     key = (task_name, param)
     with _lock:  # one build per process even when several worker threads ask at once
         if key not in _values:
+            from apache_beam.metrics import Metrics  # here: the asset definitions import this module too
+
             _values[key] = factory()
             Metrics.counter(metrics_namespace(task_name), loads_counter(param)).inc()
         return _values[key]

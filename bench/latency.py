@@ -1,0 +1,241 @@
+"""Streaming latency on the real local stack: ``.venv/bin/python bench/latency.py [--minutes 5]``.
+
+Starts ``scripts/dev.sh`` (``dagster dev`` with its daemon, the project's dagster.yaml, the
+Pub/Sub emulator and the sensor), writes noisy clips into its data folder, publishes KlioMessages
+(top-down: every media asset) and measures, per media ID, publish -> every media asset
+materialized, and where the time went:
+
+- **to run created**: until the sensor's run holding the ID was created;
+- **to run started**: until that run's process started;
+- **processing and reporting**: until the ID's last materialization was stored.
+
+Measured, side by side in this run:
+
+(s)  single events: ``--singles`` 5 s clips, one at a time (the next is published when the last
+     is done): p50 and p95;
+(r)  a steady stream of 3 s clips at each of ``--rates`` events/s for ``--minutes``: p50, p95,
+     and the lag trend (p50 of the first fifth of the stream against the last fifth); a rate is
+     *held* when every ID is done within 60 s of the stream's end and the lag does not grow
+     (the last fifth's p50 at most 1.5x the first's, or 5 s more);
+(L)  the compute-bound limit: a plain in-memory loop over the same per-item functions, one
+     process per core, in IDs/s.
+
+Nothing here is a test: figures go to docs/BENCHMARKS.md.
+"""
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import dagster as dg  # noqa: E402
+import soundfile  # noqa: E402
+
+from klio_assets.definitions import MEDIA_ASSETS, MEDIA_GRAPH  # noqa: E402
+from klio_core.wire import MediaEvent, encode_event  # noqa: E402
+from resources.pubsub import PubSubResource  # noqa: E402
+from tests.dev_stack import start_dev_stack  # noqa: E402
+
+import records  # noqa: E402  (bench/records.py: noisy clips)
+import scale  # noqa: E402  (bench/scale.py: the stack's instance)
+
+CORES = os.cpu_count() or 1
+DRAIN_S = 60
+
+
+def write_clips(source_dir: str, prefix: str, count: int, seconds: float) -> list[str]:
+    os.makedirs(source_dir, exist_ok=True)
+    ids = [f"{prefix}-{i:05d}" for i in range(count)]
+    for i, media_id in enumerate(ids):
+        soundfile.write(os.path.join(source_dir, media_id + ".flac"),
+                        records.noisy_clip(seconds, seed=hash(media_id) % 2**32), records.RATE, subtype="PCM_16")
+    return ids
+
+
+class Stream:
+    """Publishes events to the stack's emulator and reads back what Dagster recorded."""
+
+    def __init__(self, stack, instance: dg.DagsterInstance):
+        os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{stack.emulator_port}"
+        self.pubsub = PubSubResource(project="klio-dev", topic="klio-media-events")
+        self.instance = instance
+        self.published: dict[str, float] = {}
+
+    def publish(self, media_ids: list[str]) -> None:
+        self.pubsub.publish(self.pubsub.topic, [(encode_event(MediaEvent(m)), {}) for m in media_ids])
+        now = time.time()
+        self.published.update({m: now for m in media_ids})
+
+    def done(self, media_ids: list[str]) -> set[str]:
+        """The IDs whose every media asset is materialized."""
+        left = set(media_ids)
+        for asset in MEDIA_GRAPH:
+            left &= set(self.instance.get_materialized_partitions(dg.AssetKey(asset)))
+        return left
+
+    def timings(self, media_ids: list[str]) -> dict[str, dict[str, float]]:
+        """Per done ID: seconds from publish to run created, run started, and last materialization."""
+        last: dict[str, tuple[float, str]] = {}
+        for asset in MEDIA_GRAPH:
+            for start in range(0, len(media_ids), 500):
+                chunk = media_ids[start:start + 500]
+                cursor = None
+                while True:
+                    page = self.instance.fetch_materializations(
+                        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=chunk),
+                        limit=1000, cursor=cursor)
+                    for r in page.records:
+                        if r.partition_key not in last or r.timestamp > last[r.partition_key][0]:
+                            last[r.partition_key] = (r.timestamp, r.run_id)
+                    if not page.has_more:
+                        break
+                    cursor = page.cursor
+        runs = {}
+        out = {}
+        for media_id in media_ids:
+            if media_id not in last:
+                continue
+            stamp, run_id = last[media_id]
+            if run_id not in runs:
+                runs[run_id] = self.instance.get_run_record_by_id(run_id)
+            run = runs[run_id]
+            sent = self.published[media_id]
+            out[media_id] = {"created": run.create_timestamp.timestamp() - sent,
+                             "started": (run.start_time or stamp) - sent, "done": stamp - sent}
+        return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def singles(stream: Stream, ids: list[str], timeout_s: float = 300) -> dict[str, dict[str, float]]:
+    for media_id in ids:
+        stream.publish([media_id])
+        deadline = time.monotonic() + timeout_s
+        while not stream.done([media_id]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return stream.timings(ids)
+
+
+def steady(stream: Stream, ids: list[str], rate: float) -> tuple[dict[str, dict[str, float]], float]:
+    """Publish ``ids`` at ``rate`` per second (in batches of what is due every 0.2 s); wait until
+    all are done or ``DRAIN_S`` past the end; the timings and the seconds the drain took."""
+    started = time.monotonic()
+    sent = 0
+    while sent < len(ids):
+        due = min(len(ids), int((time.monotonic() - started) * rate) + 1)
+        if due > sent:
+            stream.publish(ids[sent:due])
+            sent = due
+        time.sleep(0.2)
+    ended = time.monotonic()
+    while len(stream.done(ids)) < len(ids) and time.monotonic() - ended < DRAIN_S:
+        time.sleep(1)
+    return stream.timings(ids), time.monotonic() - ended
+
+
+def _limit_worker(args: tuple[str, list[str]]) -> tuple[float, float, int]:
+    """In a fresh process: warm up on the first ID, then time the chain over the rest."""
+    from klio_assets.profile import chain_for  # noqa: F401  (imports the assets' modules)
+    from klio_assets.media_types import SourceMedia
+    from pipelines import worker_resources
+    from resources.media_store import LocalMediaStore
+
+    root, ids = args
+    store = LocalMediaStore(root)
+
+    def run(media_id: str) -> None:
+        source = SourceMedia(media_id, *store.read_source(media_id))
+        values: dict = {}
+        for media in MEDIA_ASSETS:
+            kwargs = {i.param: source if i.asset is None else values[i.asset] for i in media.inputs}
+            if media.config_cls is not None:
+                kwargs["config"] = media.config_cls()
+            kwargs.update({p: worker_resources.get(media.name, p, f) for p, f in media.setup})
+            value = media.fn(**kwargs)
+            values.update(value if media.returns_dict else {media.name: value})
+
+    run(ids[0])
+    start = time.time()
+    for media_id in ids[1:]:
+        run(media_id)
+    return start, time.time(), len(ids) - 1
+
+
+def compute_bound_limit(root: str, ids: list[str]) -> float:
+    """IDs/s of a plain in-memory loop over every media asset's function, one process per core
+    (each single-threaded)."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[name] = "1"
+    shares = [(root, ids[i::CORES]) for i in range(CORES)]
+    with multiprocessing.get_context("spawn").Pool(CORES) as pool:
+        spans = pool.map(_limit_worker, shares)
+    return sum(n for _, _, n in spans) / (max(e for _, e, _ in spans) - min(s for s, _, _ in spans))
+
+
+def summarize(name: str, timings: dict[str, dict[str, float]], expected: int) -> str:
+    done = [timings[m]["done"] for m in timings]
+    parts = {k: statistics.median(t[k] for t in timings.values()) for k in ("created", "started", "done")} \
+        if timings else {}
+    return (f"| {name} | {len(timings)}/{expected} | {percentile(done, 50):.1f} | {percentile(done, 95):.1f} | "
+            f"{parts.get('created', float('nan')):.1f} / {parts.get('started', float('nan')):.1f} / "
+            f"{parts.get('done', float('nan')):.1f} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--singles", type=int, default=10, help="single events, one at a time (default 10)")
+    parser.add_argument("--rates", type=float, nargs="*", default=[1, 5, 20], help="events/s (default 1 5 20)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="length of each stream (default 5)")
+    parser.add_argument("--limit-n", type=int, default=40, help="clips for the compute-bound limit (default 40)")
+    args = parser.parse_args()
+
+    folder = tempfile.mkdtemp(prefix="bench-latency-")
+    stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500)
+    rows, held = [], []
+    try:
+        sources = os.path.join(stack.data_root, "sources")
+        single_ids = write_clips(sources, "single", args.singles, 5.0)
+        streams = {rate: write_clips(sources, f"r{rate:g}", int(rate * args.minutes * 60), 3.0) for rate in args.rates}
+        limit_ids = write_clips(os.path.join(folder, "limit", "sources"), "limit", args.limit_n + CORES, 3.0)
+        with scale.instance_at(os.path.join(folder, "home")) as instance:
+            stream = Stream(stack, instance)
+            print(f"single events: {args.singles} x 5 s clips", flush=True)
+            rows.append(summarize("single events, 5 s clips", singles(stream, single_ids), args.singles))
+            for rate, ids in streams.items():
+                print(f"steady stream: {rate:g} events/s for {args.minutes:g} min ({len(ids)} x 3 s clips)", flush=True)
+                timings, drain_s = steady(stream, ids, rate)
+                fifth = max(1, len(ids) // 5)
+                first = [timings[m]["done"] for m in ids[:fifth] if m in timings]
+                last = [timings[m]["done"] for m in ids[-fifth:] if m in timings]
+                p_first, p_last = percentile(first, 50), percentile(last, 50)
+                ok = len(timings) == len(ids) and p_last <= max(1.5 * p_first, p_first + 5)
+                if ok:
+                    held.append(rate)
+                rows.append(summarize(f"{rate:g} events/s, 3 s clips", timings, len(ids))
+                            + f" {p_first:.1f} -> {p_last:.1f} | {'held' if ok else 'not held'} (drain {drain_s:.0f} s) |")
+    finally:
+        stack.stop()
+    limit = compute_bound_limit(os.path.join(folder, "limit"), limit_ids)
+
+    print(f"\nmachine: {CORES} cores; {len(MEDIA_GRAPH)} media assets per ID (top-down)\n")
+    print("| events | done | p50 s | p95 s | median to run created / started / done, s | lag, first -> last fifth p50 s | rate |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(row if row.count("|") > 7 else row + " | |")
+    print(f"\ncompute-bound limit L (plain loop, one process per core, 3 s clips): {limit:.2f} IDs/s")
+    best = max(held, default=0)
+    print(f"highest rate held: {best:g} events/s = {best / limit:.2f} L (target >= 0.8 L)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

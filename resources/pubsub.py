@@ -13,6 +13,7 @@ from google.cloud import pubsub_v1
 from pydantic import Field, PrivateAttr
 
 PULL_BATCH = 1000  # the most messages one pull returns
+WAIT_POLL_S = 0.1
 ORIGIN_KEY_ATTRIBUTE = "klio_origin_key"
 """Set on a message carried over from a stopped emulator: the key it had there (see ``klio-dev``)."""
 
@@ -84,9 +85,12 @@ class PubSubResource(dg.ConfigurableResource):
         except AlreadyExists:
             pass
 
-    def pull(self, max_messages: int, timeout_s: float = 10.0) -> list:
-        """Up to ``max_messages`` received messages; returns early when the subscription is drained."""
+    def pull(self, max_messages: int, timeout_s: float = 10.0, wait_s: float = 0.0) -> list:
+        """Up to ``max_messages`` received messages; returns early when the subscription is drained.
+        With ``wait_s``, an empty subscription is polled (every ``WAIT_POLL_S``) until a message
+        arrives or ``wait_s`` has passed, so that a message published meanwhile is taken at once."""
         received = []
+        deadline = time.monotonic() + wait_s
         while len(received) < max_messages:
             response = self.subscriber.pull(
                 request={"subscription": self.subscription_path,
@@ -94,7 +98,10 @@ class PubSubResource(dg.ConfigurableResource):
                          "return_immediately": True},
                 timeout=timeout_s)
             if not response.received_messages:
-                break
+                if received or time.monotonic() >= deadline:
+                    break
+                time.sleep(WAIT_POLL_S)
+                continue
             received.extend(response.received_messages)
         return received
 

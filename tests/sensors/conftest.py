@@ -7,7 +7,7 @@ from resources.pubsub import PubSubResource
 from sensors.pubsub_sensor import build_pubsub_sensor
 
 MEDIA_ASSETS = build_media_assets(AUDIO_ASSETS, max_ids_per_run=2)
-SENSOR = build_pubsub_sensor(media_asset_graph(AUDIO_ASSETS), max_ids_per_run=2)
+SENSOR = build_pubsub_sensor(media_asset_graph(AUDIO_ASSETS), max_ids_per_run=2, wait_for_events_s=0)
 
 
 def pull_dead_letters(pubsub: PubSubResource) -> list:

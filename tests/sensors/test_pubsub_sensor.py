@@ -1,6 +1,7 @@
 """The Pub/Sub sensor against the real emulator: publish -> partition -> run -> stored outputs."""
 
 import os
+import threading
 import time
 
 import dagster as dg
@@ -9,7 +10,9 @@ import pytest
 from klio_core.wire import MediaEvent, encode_event
 from resources.pubsub import PubSubResource, message_key
 from resources.pubsub_emulator import PubSubEmulator
-from sensors.pubsub_sensor import TickState
+from klio_assets.audio import AUDIO_ASSETS
+from klio_assets.media_asset import media_asset_graph
+from sensors.pubsub_sensor import TickState, build_pubsub_sensor
 from tests.conftest import materialized_partitions, observations, run_summary
 from tests.sensors.conftest import Daemon, pull_dead_letters
 from tests.sensors.test_events import bytes_field, varint_field
@@ -253,3 +256,17 @@ def test_the_cursor_stays_small_after_100000_messages(pubsub, instance):
 def _ids(request: dg.RunRequest) -> list[str]:
     start, end = request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]
     return [start] if start == end else [start, end]
+
+
+def test_a_tick_takes_an_event_published_while_it_waits(daemon, instance, pubsub, catalogue_ids):
+    """A tick that finds no message waits for the first one (up to ``wait_for_events_s``), so an
+    event published meanwhile becomes a run in this tick, not the next."""
+    assert daemon.tick() == []  # the test sensor does not wait: an empty subscription, no runs
+    waiting = build_pubsub_sensor(media_asset_graph(AUDIO_ASSETS), max_ids_per_run=2, wait_for_events_s=60)
+    publisher = threading.Timer(0.5, publish, (pubsub, encode_event(MediaEvent(catalogue_ids[0]))))
+    publisher.start()
+    result = waiting(dg.build_sensor_context(instance=instance, resources={"pubsub": pubsub}))
+    publisher.join()
+    [request] = result.run_requests
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == [catalogue_ids[0]]
+    assert catalogue_ids[0] in request.tags.values()

@@ -104,7 +104,7 @@ def main() -> int:
     print(f"| (ii) seconds of one core per minute of audio (project run) | {run_s / minutes:.2f} |")
     print(f"| (ii) model loads in the worker (run summary `model_loads`) | {summary.get('model_loads')} "
           f"for {summary.get('materialized')} items |")
-    print(f"| (iii) model ms per 2 s window, 1 / 19 (one 30 s clip) / 76 (four) windows per call | "
+    print("| (iii) model ms per 2 s window, 1 / 19 (one 30 s clip) / 76 (four) windows per call | "
           + " / ".join(f"{per_window[b]:.1f}" for b in (1, 19, 76)) + " |")
     return 0
 

@@ -17,7 +17,6 @@ machine. Timed sections exclude imports and numba compilation (a warm-up item ru
 """
 
 import argparse
-import io
 import os
 import resource
 import shutil

@@ -6,7 +6,6 @@ from ``dask``; ``beam_runner_from`` builds the resource from ``KLIO_BEAM_*``,
 another is configuration only.
 """
 
-import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence

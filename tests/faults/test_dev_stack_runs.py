@@ -3,7 +3,6 @@ sources. Afterwards what the UI shows (the partition statuses over GraphQL) equa
 
 import os
 import signal
-import time
 
 import dagster as dg
 import numpy as np

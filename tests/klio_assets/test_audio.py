@@ -1,7 +1,6 @@
 """Built-in audio assets, materialized in-process against a temporary instance and compared with
 what librosa computes directly on the same files."""
 
-import io
 import os
 
 import dagster as dg

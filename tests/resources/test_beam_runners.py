@@ -10,7 +10,6 @@ DaskRunner runs for real: a local ``dask.distributed`` cluster of worker process
 media assets through the same Dagster assets, and the outputs equal librosa's.
 """
 
-import dagster as dg
 import pytest
 from apache_beam.runners.dataflow.internal import apiclient
 from distributed import LocalCluster

@@ -1,5 +1,4 @@
 import dagster as dg
-import pytest
 
 from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import build_media_assets, media_asset_graph

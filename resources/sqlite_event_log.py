@@ -25,6 +25,15 @@ every call against a fingerprint read from the database, so a key added or delet
 process is seen at once.
 
 Used by the local ``dagster.yaml`` (``dagster dev``); production uses PostgreSQL.
+
+This is the project's one module on Dagster's private API (``dagster._core`` storage classes and
+their private methods): Dagster offers no public hook for how its SQLite storage connects or
+writes batches, and documents SQLite as storage for local development only. The nearest upstream
+request, dagster-io/dagster#19618 (bulk writes of an op's events), was closed as stale without
+one. ``tests/resources/test_sqlite_event_log.py`` runs it against the Dagster that
+``requirements.lock`` pins, which ``scripts/lock.sh`` refreshes to the newest release the
+integrations admit; a batch holding an event type this module does not mirror itself falls back
+to Dagster's own one-by-one path.
 """
 
 import os

@@ -5,6 +5,10 @@ Each tick:
 1. acknowledges the messages of the previous tick. The cursor this tick receives is written
    by Dagster only after that tick's partitions were added and its run requests durably
    reserved, so those messages are safe to ack;
+   then, if a run this sensor requested is still waiting in the run queue, stops: new events
+   wait in Pub/Sub, and the first tick after that run starts takes them all in runs of up to
+   ``max_ids_per_run``. Under load runs grow, and each run's fixed cost (a new process, its
+   imports) is paid for more IDs; when the stack keeps up, nothing waits;
 2. pulls at most ``max_messages_per_tick`` messages (waiting up to ``wait_for_events_s`` for the
    first, when there is none yet) and decodes them (``sensors.events``);
 3. dead-letters and acknowledges bad events at once, with the reason;
@@ -42,6 +46,7 @@ from sensors.planning import Received, plan_runs
 
 REDELIVERY_GRACE_S = 120  # how long a key stays remembered after its ack was confirmed in time
 MESSAGE_RETENTION_S = 7 * 24 * 3600  # Pub/Sub's default: an unacked message is redelivered until then
+SENSOR_NAME_TAG = "dagster/sensor_name"  # Dagster's tag on the runs a sensor requested
 WAIT_FOR_EVENTS_S = 4.0  # within the daemon's 5 s between ticks, and well inside any ack deadline
 
 
@@ -91,6 +96,7 @@ def build_pubsub_sensor(
     max_messages_per_tick: int = 10_000,
     minimum_interval_seconds: int = 1,
     wait_for_events_s: float = WAIT_FOR_EVENTS_S,
+    hold_while_queued: bool = True,
     redelivery_grace_s: int = REDELIVERY_GRACE_S,
     message_retention_s: int = MESSAGE_RETENTION_S,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
@@ -98,6 +104,7 @@ def build_pubsub_sensor(
     """A sensor that pulls the ``pubsub`` resource's subscription and requests runs of the media
     assets named by ``upstream`` (every media asset -> the media assets it reads; see
     ``klio_assets.media_asset.media_asset_graph``). A top-down event runs all of them.
+    ``hold_while_queued``: pull nothing while a run of this sensor waits in the queue (step 1).
 
     Dagster's sensor daemon looks at its sensors every 5 s, and runs a tick only if at least
     ``minimum_interval_seconds`` have passed since the last one; an interval of 5 s itself would
@@ -117,7 +124,7 @@ def build_pubsub_sensor(
     def _sensor(context: dg.SensorEvaluationContext, pubsub: PubSubResource):
         return evaluate_tick(context, pubsub, upstream, max_ids_per_run, max_messages_per_tick,
                              redelivery_grace_s=redelivery_grace_s, message_retention_s=message_retention_s,
-                             wait_s=wait_for_events_s)
+                             wait_s=wait_for_events_s, hold_while_queued_as=name if hold_while_queued else None)
 
     return _sensor
 
@@ -125,9 +132,16 @@ def build_pubsub_sensor(
 def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
                   upstream: dict[str, tuple[str, ...]], max_ids_per_run: int, max_messages: int, *,
                   redelivery_grace_s: int = REDELIVERY_GRACE_S, message_retention_s: int = MESSAGE_RETENTION_S,
-                  clock: Callable[[], float] = time.time, wait_s: float = 0.0) -> dg.SensorResult:
+                  clock: Callable[[], float] = time.time, wait_s: float = 0.0,
+                  hold_while_queued_as: str | None = None) -> dg.SensorResult:
     state = TickState.load(context.cursor)
     _acknowledge_recorded(context, pubsub, state, clock(), redelivery_grace_s)
+    waiting = _queued_runs(context.instance, hold_while_queued_as) if hold_while_queued_as else 0
+    if waiting:
+        state.pending_acks, state.pending_keys, state.pulled_at = [], [], clock()
+        return dg.SensorResult(skip_reason=dg.SkipReason(
+            f"{waiting} run(s) of this sensor still wait in the queue: new events stay in Pub/Sub "
+            "until it starts, then go into runs together"), cursor=state.dump())
     pulled_at = clock()
     state.forget_expired(pulled_at)
 
@@ -181,6 +195,13 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
         dynamic_partitions_requests=[media_ids.build_add_request(new_ids)] if new_ids else None,
         cursor=state.dump(),
     )
+
+
+def _queued_runs(instance: dg.DagsterInstance, sensor_name: str) -> int:
+    """How many runs that the sensor ``sensor_name`` requested have not been launched yet."""
+    return instance.get_runs_count(dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED],
+        tags={SENSOR_NAME_TAG: sensor_name}))
 
 
 def _acknowledge_recorded(context: dg.SensorEvaluationContext, pubsub: PubSubResource, state: TickState,

@@ -2,6 +2,7 @@
 
 import os
 import threading
+import uuid
 import time
 
 import dagster as dg
@@ -270,3 +271,28 @@ def test_a_tick_takes_an_event_published_while_it_waits(daemon, instance, pubsub
     [request] = result.run_requests
     assert list(result.dynamic_partitions_requests[0].partition_keys) == [catalogue_ids[0]]
     assert catalogue_ids[0] in request.tags.values()
+
+
+def queued_run(instance, sensor_name: str) -> str:
+    """A run the sensor requested that has not been launched (created, not yet started)."""
+    run = dg.DagsterRun(job_name="media_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.NOT_STARTED,
+                        tags={"dagster/sensor_name": sensor_name})
+    instance.add_run(run)
+    return run.run_id
+
+
+def test_events_wait_in_pubsub_while_a_run_of_the_sensor_is_queued(instance, pubsub, catalogue_ids):
+    """Under load, new events stay in Pub/Sub while the sensor's last run waits in the queue;
+    the first tick after it starts takes them together, in as few runs as the cap allows."""
+    sensor = build_pubsub_sensor(media_asset_graph(AUDIO_ASSETS), max_ids_per_run=10, wait_for_events_s=0)
+    context = dg.build_sensor_context(instance=instance, resources={"pubsub": pubsub})
+    waiting = queued_run(instance, "pubsub_media_events")
+    queued_run(instance, "another_sensor")  # another sensor's queued run does not hold this one
+    publish(pubsub, *(encode_event(MediaEvent(m)) for m in catalogue_ids[:2]))
+    held = sensor(context)
+    assert not held.run_requests and "still wait in the queue" in held.skip_reason.skip_message
+    publish(pubsub, *(encode_event(MediaEvent(m)) for m in catalogue_ids[2:]))
+    instance.delete_run(waiting)  # it started and left the queue
+    taken = sensor(dg.build_sensor_context(instance=instance, cursor=held.cursor, resources={"pubsub": pubsub}))
+    [request] = taken.run_requests  # all four IDs, in one run
+    assert list(taken.dynamic_partitions_requests[0].partition_keys) == catalogue_ids

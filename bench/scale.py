@@ -59,7 +59,11 @@ def stack_with_held_queue(folder: str, max_ids_per_run: int):
     settings["concurrency"]["runs"]["max_concurrent_runs"] = 0  # queue runs, execute none
     with open(os.path.join(home, "dagster.yaml"), "w") as f:
         yaml.safe_dump(settings, f)
-    stack = start_dev_stack(folder, demo_count=2, max_ids_per_run=max_ids_per_run)
+    os.environ["KLIO_SENSOR_HOLD_WHILE_QUEUED"] = "false"  # the queue never moves: the sensor must not wait for it
+    try:
+        stack = start_dev_stack(folder, demo_count=2, max_ids_per_run=max_ids_per_run)
+    finally:
+        del os.environ["KLIO_SENSOR_HOLD_WHILE_QUEUED"]
     try:
         with instance_at(home) as instance:
             yield stack, instance

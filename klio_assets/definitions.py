@@ -24,7 +24,7 @@ defs = dg.Definitions(
     assets=[build_media_assets(MEDIA_ASSETS, max_ids_per_run=SETTINGS.max_ids_per_run)],
     jobs=[build_media_job(MEDIA_GRAPH)],
     sensors=[build_pubsub_sensor(
-        MEDIA_GRAPH, max_ids_per_run=SETTINGS.max_ids_per_run,
+        MEDIA_GRAPH, max_ids_per_run=SETTINGS.max_ids_per_run, hold_while_queued=SETTINGS.sensor_hold_while_queued,
         default_status=dg.DefaultSensorStatus.RUNNING if SETTINGS.pubsub_configured else dg.DefaultSensorStatus.STOPPED,
     )],
     resources={"media_storage": MEDIA_STORAGE, "beam_runner": SETTINGS.beam_runner, "pubsub": PUBSUB},

@@ -56,7 +56,8 @@ def test_a_daemon_killed_during_ingestion_loses_nothing_and_plans_nothing_twice(
         letters = pubsub.subscriber.subscription_path("klio-dev", "dead-letters")
         pubsub.subscriber.create_subscription(request={"name": letters, "topic": pubsub.topic_path(pubsub.dead_letter_topic)})
         env = {**os.environ, "KLIO_DATA_ROOT": str(tmp_path / "data"), "KLIO_PUBSUB_PROJECT": "klio-dev",
-               "KLIO_PUBSUB_ACK_DEADLINE_S": "15", "KLIO_MAX_IDS_PER_RUN": "20"}
+               "KLIO_PUBSUB_ACK_DEADLINE_S": "15", "KLIO_MAX_IDS_PER_RUN": "20",
+               "KLIO_SENSOR_HOLD_WHILE_QUEUED": "false"}  # the queue never moves here
         good = [f"track-{i:03d}" for i in range(GOOD)]
         bad = [f"../escape-{i}" for i in range(BAD)]  # path-unsafe IDs: each must be dead-lettered
         bodies = [encode_event(MediaEvent(m, recipients=("waveform",))) for m in good] + [b.encode() for b in bad]

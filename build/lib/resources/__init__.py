@@ -1,1 +1,0 @@
-"""Resources: media storage and the Beam runner."""

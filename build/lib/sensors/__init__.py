@@ -1,1 +1,0 @@
-"""Sensors that turn events into media_ids partitions and runs."""

@@ -35,7 +35,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import dagster as dg  # noqa: E402
-import soundfile  # noqa: E402
 
 from klio_assets.definitions import MEDIA_ASSETS, MEDIA_GRAPH  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
@@ -47,15 +46,6 @@ import scale  # noqa: E402  (bench/scale.py: the stack's instance)
 
 CORES = os.cpu_count() or 1
 DRAIN_S = 60
-
-
-def write_clips(source_dir: str, prefix: str, count: int, seconds: float) -> list[str]:
-    os.makedirs(source_dir, exist_ok=True)
-    ids = [f"{prefix}-{i:05d}" for i in range(count)]
-    for i, media_id in enumerate(ids):
-        soundfile.write(os.path.join(source_dir, media_id + ".flac"),
-                        records.noisy_clip(seconds, seed=hash(media_id) % 2**32), records.RATE, subtype="PCM_16")
-    return ids
 
 
 class Stream:
@@ -144,9 +134,8 @@ def steady(stream: Stream, ids: list[str], rate: float) -> tuple[dict[str, dict[
 
 def _limit_worker(args: tuple[str, list[str]]) -> tuple[float, float, int]:
     """In a fresh process: warm up on the first ID, then time the chain over the rest."""
-    from klio_assets.profile import chain_for  # noqa: F401  (imports the assets' modules)
     from klio_assets.media_types import SourceMedia
-    from pipelines import worker_resources
+    from klio_assets.profile import call_kwargs
     from resources.media_store import LocalMediaStore
 
     root, ids = args
@@ -156,11 +145,7 @@ def _limit_worker(args: tuple[str, list[str]]) -> tuple[float, float, int]:
         source = SourceMedia(media_id, *store.read_source(media_id))
         values: dict = {}
         for media in MEDIA_ASSETS:
-            kwargs = {i.param: source if i.asset is None else values[i.asset] for i in media.inputs}
-            if media.config_cls is not None:
-                kwargs["config"] = media.config_cls()
-            kwargs.update({p: worker_resources.get(media.name, p, f) for p, f in media.setup})
-            value = media.fn(**kwargs)
+            value = media.fn(**call_kwargs(media, source, values))
             values.update(value if media.returns_dict else {media.name: value})
 
     run(ids[0])
@@ -203,9 +188,11 @@ def main() -> int:
     rows, held = [], []
     try:
         sources = os.path.join(stack.data_root, "sources")
-        single_ids = write_clips(sources, "single", args.singles, 5.0)
-        streams = {rate: write_clips(sources, f"r{rate:g}", int(rate * args.minutes * 60), 3.0) for rate in args.rates}
-        limit_ids = write_clips(os.path.join(folder, "limit", "sources"), "limit", args.limit_n + CORES, 3.0)
+        single_ids = records.write_noisy_catalogue(sources, "single", args.singles, 5.0)
+        streams = {rate: records.write_noisy_catalogue(sources, f"r{rate:g}", int(rate * args.minutes * 60), 3.0)
+                   for rate in args.rates}
+        limit_ids = records.write_noisy_catalogue(os.path.join(folder, "limit", "sources"), "limit",
+                                                  args.limit_n + CORES, 3.0)
         with scale.instance_at(os.path.join(folder, "home")) as instance:
             stream = Stream(stack, instance)
             print(f"single events: {args.singles} x 5 s clips", flush=True)

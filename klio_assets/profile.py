@@ -54,9 +54,20 @@ def chain_for(media_assets: Sequence, selected: Sequence[str]) -> list:
     return [a for a in media_assets if a.name in needed]  # media_assets is in dependency order
 
 
+def call_kwargs(media, source, values: dict) -> dict:
+    """The arguments of ``media``'s function for one item, as a worker passes them: the source
+    media or the upstream values computed so far, the default config, and its per-worker values."""
+    from pipelines import worker_resources
+
+    kwargs = {i.param: source if i.asset is None else values[i.asset] for i in media.inputs}
+    if media.config_cls is not None:
+        kwargs["config"] = media.config_cls()
+    kwargs.update({param: worker_resources.get(media.name, param, factory) for param, factory in media.setup})
+    return kwargs
+
+
 def profile_items(chain: Sequence, store, media_ids: Sequence[str]) -> dict[str, AssetCost]:
     from klio_assets.media_types import SourceMedia
-    from pipelines import worker_resources
 
     costs = {media.name: AssetCost(media.name) for media in chain}
     for media_id in media_ids:
@@ -66,10 +77,7 @@ def profile_items(chain: Sequence, store, media_ids: Sequence[str]) -> dict[str,
         source = SourceMedia(media_id, *found)
         values: dict = {}
         for media in chain:
-            kwargs = {i.param: source if i.asset is None else values[i.asset] for i in media.inputs}
-            if media.config_cls is not None:
-                kwargs["config"] = media.config_cls()
-            kwargs.update({param: worker_resources.get(media.name, param, factory) for param, factory in media.setup})
+            kwargs = call_kwargs(media, source, values)
             cost = costs[media.name]
             wall, cpu = time.perf_counter(), time.process_time()
             value = media.fn(**kwargs)

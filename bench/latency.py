@@ -37,6 +37,7 @@ sys.path.insert(0, ROOT)
 import dagster as dg  # noqa: E402
 
 from klio_assets.definitions import MEDIA_ASSETS, MEDIA_GRAPH  # noqa: E402
+from klio_assets.settings import DEV_PROJECT  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
 from resources.pubsub import PubSubResource  # noqa: E402
 from tests.dev_stack import start_dev_stack  # noqa: E402
@@ -53,7 +54,7 @@ class Stream:
 
     def __init__(self, stack, instance: dg.DagsterInstance):
         os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{stack.emulator_port}"
-        self.pubsub = PubSubResource(project="klio-dev", topic="klio-media-events")
+        self.pubsub = PubSubResource(project=DEV_PROJECT)
         self.instance = instance
         self.published: dict[str, float] = {}
 

@@ -23,8 +23,8 @@ import dagster as dg
 import numpy as np
 
 from klio_core.run_tags import FORCE_TAG, PING_TAG, tag_is_true
-from pipelines.items import DROPPED, FAILED, MATERIALIZED, SKIPPED, STATES, ItemOutput, ItemResult, WrittenOutput
 from klio_core.wire import MediaEvent, encode_event
+from pipelines.items import DROPPED, FAILED, MATERIALIZED, SKIPPED, STATES, ItemOutput, ItemResult, WrittenOutput
 
 MAX_LISTED_PROBLEMS = 200
 MAX_LISTED_SKIPPED = 100
@@ -82,11 +82,10 @@ class _Tally:
         self.seconds: dict[str, list[float]] = {}
         self.skipped: dict[str, list[str]] = {}  # task -> the first skipped media IDs
         self.recovered: dict[str, int] = {}
-        self.checks: dict[dg.AssetCheckKey, tuple[int, list[str]]] = {}  # -> (passed, failed IDs)
+        self.checks: dict[dg.AssetCheckKey, tuple[list[str], list[str]]] = {}  # -> (passed IDs, failed IDs)
 
     def add_check(self, key: dg.AssetCheckKey, media_id: str, passed: bool) -> None:
-        count, failed = self.checks.get(key, (0, []))
-        self.checks[key] = (count + passed, failed if passed else failed + [media_id])
+        self.checks.setdefault(key, ([], []))[0 if passed else 1].append(media_id)
 
     def add(self, task_name: str, results) -> None:
         for result in results:
@@ -189,12 +188,12 @@ def _check_summaries(context: dg.AssetExecutionContext, tally: _Tally):
     and logs that the step "did not yield expected outputs" without one; an evaluation without a
     partition does not change any partition's check status.)"""
     for key in sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
-        passed, failed = tally.checks.get(key, (0, []))
+        passed, failed = tally.checks.get(key, ([], []))
         yield dg.AssetCheckResult(
             asset_key=key.asset_key, check_name=key.name, passed=not failed,
-            description=f"{passed} of {passed + len(failed)} media IDs written in this run passed"
+            description=f"{len(passed)} of {len(passed) + len(failed)} media IDs written in this run passed"
             if passed or failed else "no media ID was written in this run, so none was checked",
-            metadata={"passed": passed, "failed": len(failed),
+            metadata={"passed": len(passed), "failed": len(failed),
                       **({"failed_media_ids": dg.MetadataValue.json(failed[:MAX_LISTED_PROBLEMS])} if failed else {})})
 
 

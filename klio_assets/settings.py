@@ -36,6 +36,7 @@ from resources.storage import GCSMediaStorage, LocalMediaStorage
 
 DEV_PROJECT = "klio-dev"
 """The project name on the local Pub/Sub emulator."""
+_PUBSUB_DEFAULTS = PubSubResource.model_fields  # the input topic, subscription and ack deadline are the resource's
 
 _VARIABLES = {  # field -> environment variable
     "data_root": "KLIO_DATA_ROOT",
@@ -64,11 +65,11 @@ class Settings(BaseModel):
     source_suffixes: tuple[str, ...] = tuple(DEFAULT_SOURCE_SUFFIXES)
     max_ids_per_run: int = Field(default=DEFAULT_MAX_IDS_PER_RUN, gt=0)
     pubsub_project: str | None = None
-    pubsub_topic: str = "klio-media-events"
-    pubsub_subscription: str = "klio-media-events-dagster"
+    pubsub_topic: str = _PUBSUB_DEFAULTS["topic"].default
+    pubsub_subscription: str = _PUBSUB_DEFAULTS["subscription"].default
     pubsub_dead_letter_topic: str = "klio-media-events-dead-letter"
     pubsub_output_topic: str = "klio-media-outputs"
-    pubsub_ack_deadline_s: int = Field(default=60, ge=10, le=600)
+    pubsub_ack_deadline_s: int = Field(default=_PUBSUB_DEFAULTS["ack_deadline_seconds"].default, ge=10, le=600)
     pubsub_emulator_host: str | None = None
     pubsub_emulator_port: int = 8085
     media_port: int = 3001

@@ -9,10 +9,11 @@ from klio_assets.demo import write_catalogue
 from klio_core.partitions import media_ids
 from resources.beam import BeamRunner
 from resources.pubsub import PubSubResource
-from resources.pubsub_emulator import PubSubEmulator
+from resources.pubsub_emulator import PubSubEmulator, free_port
 from resources.storage import LocalMediaStorage
 
 CLIP_SECONDS = 1.5
+GCS_BUCKET = "klio-media"
 _names = itertools.count()
 
 
@@ -46,6 +47,19 @@ def emulator():
     """The real Pub/Sub emulator, one per test session (tests that use it are marked slow)."""
     with PubSubEmulator(project="klio-test") as emulator:
         yield emulator
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+    """A GCS API emulator (in memory) with the bucket ``GCS_BUCKET``; its URL is what
+    ``STORAGE_EMULATOR_HOST`` takes."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=GCS_BUCKET)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -26,6 +27,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from resources.pubsub_emulator import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 K8S_VERSION = "1.32.0"
@@ -34,6 +37,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 VALUES = yaml.safe_load((ROOT / "deploy/helm/values.yaml").read_text())
 INSTANCE = yaml.safe_load((ROOT / "deploy/dagster.yaml").read_text())
 ENV_CONFIG_MAP = yaml.safe_load((ROOT / "deploy/k8s/klio-assets-env.yaml").read_text())
+CODE_IMAGE = "europe-docker.pkg.dev/klio-prod/klio/klio-assets:0.1.0"
 
 
 def dockerfile_arg(name: str) -> str:
@@ -224,43 +228,60 @@ def kubernetes_api(tmp_path):
     server.shutdown()
 
 
-def test_k8s_run_launcher_sends_a_valid_job_for_a_media_run(tmp_path, kubernetes_api, monkeypatch):
-    from dagster._core.code_pointer import ModuleCodePointer
-    from dagster._core.launcher import LaunchRunContext
-    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
-    from dagster._core.test_utils import create_run_for_test
+@pytest.fixture
+def code_server(tmp_path):
+    """The code location served over gRPC as in the cluster: ``dagster code-server`` with the
+    image it runs in. Yields its port."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(port),
+         "-m", PYPROJECT["tool"]["dagster"]["module_name"], "--container-image", CODE_IMAGE],
+        cwd=ROOT, env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
+
+@pytest.mark.slow
+def test_k8s_run_launcher_sends_a_valid_job_for_a_media_run(tmp_path, kubernetes_api, code_server):
     kubeconfig, received = kubernetes_api
-    monkeypatch.setenv("DAGSTER_K8S_NAMESPACE", "klio")
-    monkeypatch.setenv("DAGSTER_K8S_INSTANCE_CONFIG_MAP", "dagster-instance")
     settings = dict(INSTANCE)
-    # this machine: SQLite instead of PostgreSQL (tested in test_postgres_instance), and the
-    # stand-in API through a kubeconfig instead of the in-cluster service account
+    # this machine: SQLite instead of PostgreSQL (tested in test_postgres_instance), the stand-in
+    # API through a kubeconfig instead of the in-cluster service account, and runs launched at
+    # once instead of by the daemon's queue
     settings["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}
+    settings["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}
     settings["run_launcher"] = {**INSTANCE["run_launcher"], "config": {
         **INSTANCE["run_launcher"]["config"], "load_incluster_config": False, "kubeconfig_file": kubeconfig}}
-    image = "europe-docker.pkg.dev/klio-prod/klio/klio-assets:0.1.0"
-    origin = JobPythonOrigin("media_job", RepositoryPythonOrigin(
-        executable_path="/usr/local/bin/python", container_image=image,
-        code_pointer=ModuleCodePointer(PYPROJECT["tool"]["dagster"]["module_name"], "defs", "/opt/klio")))
-    with dg.instance_for_test(overrides=settings) as instance:
-        assert type(instance.run_launcher).__name__ == "K8sRunLauncher"
-        run = create_run_for_test(instance, job_name="media_job", job_code_origin=origin,
-                                  tags={"dagster/partition": "track-1"})
-        instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_K8S_NAMESPACE": "klio",
+           "DAGSTER_K8S_INSTANCE_CONFIG_MAP": "dagster-instance"}
+    launch = [sys.executable, "-m", "dagster", "job", "launch", "--grpc-host", "127.0.0.1",
+              "--grpc-port", str(code_server), "-j", "media_job", "--tags", json.dumps({"dagster/partition": "track-1"})]
+    deadline = time.monotonic() + 120  # the code server is loading the definitions
+    while (result := subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True)).returncode:
+        assert time.monotonic() < deadline and "UNAVAILABLE" in result.stderr + result.stdout, result.stderr
+        time.sleep(1)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs()
+    assert (run.job_name, run.tags["dagster/partition"]) == ("media_job", "track-1")
 
     [(path, job)] = received
     assert path == "/apis/batch/v1/namespaces/klio/jobs"
     kubernetes_validate.validate(job, K8S_VERSION, strict=True)
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    assert container["image"] == image
+    assert container["image"] == CODE_IMAGE
     assert pod["serviceAccountName"] == INSTANCE["run_launcher"]["config"]["service_account_name"]
     assert {"configMapRef": {"name": "klio-assets-env"}} in container["envFrom"]
     assert {"secretRef": {"name": "klio-assets-secrets"}} in container["envFrom"]
-    # the image's Python (python:3.11-slim keeps it in /usr/local/bin) runs the run worker
-    assert container["args"][:5] == ["/usr/local/bin/python", "-m", "dagster", "api", "execute_run"]
-    assert run.run_id in container["args"][5]
+    assert container["args"][:3] == ["dagster", "api", "execute_run"]  # the code server's entry point
+    assert run.run_id in container["args"][3]
     assert container["resources"] == {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}
     # the run worker gets the instance settings (with their env references) in its arguments
-    assert "QueuedRunCoordinator" in container["args"][5] and "klio-assets-env" in container["args"][5]
+    assert "K8sRunLauncher" in container["args"][3] and "klio-assets-env" in container["args"][3]

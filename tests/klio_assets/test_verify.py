@@ -8,8 +8,6 @@ import uuid
 
 import pytest
 
-from tests.resources.test_gcs_store import gcs_emulator  # noqa: F401  (fixture)
-
 pytestmark = pytest.mark.slow  # starts the emulators
 
 
@@ -29,7 +27,7 @@ def states(output: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def env(emulator, gcs_emulator, tmp_path):  # noqa: F811
+def env(emulator, gcs_emulator, tmp_path):
     suffix = uuid.uuid4().hex[:8]
     return {**os.environ, "PUBSUB_EMULATOR_HOST": emulator.host, "KLIO_PUBSUB_PROJECT": "klio-test",
             "KLIO_PUBSUB_TOPIC": f"in-{suffix}", "KLIO_PUBSUB_SUBSCRIPTION": f"in-{suffix}-sub",

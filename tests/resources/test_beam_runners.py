@@ -1,18 +1,23 @@
 """Beam runners beyond the default DirectRunner.
 
-DataflowRunner cannot run here (no Google Cloud account): the test goes up to the boundary. It
-builds the real media pipeline with the runner resource's options, lets Beam's DataflowRunner
-translate it into its Dataflow job (``--dry_run`` stops just before submitting), and builds the
-job's environment (worker pool, image, autoscaling) with Beam's own code, as Beam does after
-staging files to GCS. Staging and submitting are the untested boundary.
+DataflowRunner cannot run here (no Google Cloud account): the test goes up to the boundary with
+Beam's public options only. Beam's DataflowRunner translates the real media pipeline, built with
+the runner resource's options, stages it to a GCS API emulator, and writes the Dataflow job
+request as a classic template (``--template_location``) instead of submitting it. The template
+holds the job's environment (worker pool, image, autoscaling) as Dataflow would receive it.
+Submitting the job, and the job running, are the untested boundary.
 
 DaskRunner runs for real: a local ``dask.distributed`` cluster of worker processes materializes
 media assets through the same Dagster assets, and the outputs equal librosa's.
 """
 
+import json
+
 import pytest
-from apache_beam.runners.dataflow.internal import apiclient
+from apache_beam.portability.api import beam_runner_api_pb2
 from distributed import LocalCluster
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
 
 from klio_assets.audio import AUDIO_ASSETS
 from klio_assets.media_asset import build_media_assets
@@ -23,45 +28,67 @@ from resources.storage import LocalMediaStorage
 from tests.conftest import materialize_ids, materialized_partitions, run_summary
 from tests.klio_assets.test_audio import assert_matches_librosa
 
+BEAM_BUCKET = "klio-beam"
 DATAFLOW = DataflowSettings(
-    project="klio-prod", region="europe-west1", temp_location="gs://klio-beam/tmp",
-    staging_location="gs://klio-beam/staging", sdk_container_image="europe-docker.pkg.dev/klio-prod/klio/beam-worker:1.0",
+    project="klio-prod", region="europe-west1", temp_location=f"gs://{BEAM_BUCKET}/tmp",
+    staging_location=f"gs://{BEAM_BUCKET}/staging",
+    sdk_container_image="europe-docker.pkg.dev/klio-prod/klio/beam-worker:1.0",
     machine_type="n2-highmem-8", num_workers=2, max_num_workers=40,
     service_account_email="klio-workers@klio-prod.iam.gserviceaccount.com", use_public_ips=False)
 
 
-def dataflow_job_request(runner: BeamRunner):
-    """The Dataflow job that Beam would submit for a run of every audio asset over three IDs,
-    and the environment it would attach to it."""
+@pytest.fixture
+def google_cloud(gcs_emulator, tmp_path, monkeypatch):
+    """GCS is the emulator, and the login is a stand-in: an access token that never expires, so
+    nothing asks Google's token service (Beam checks the buckets before it stages)."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    login = tmp_path / "application_default_credentials.json"
+    login.write_text(json.dumps({"type": "authorized_user", "client_id": "test", "client_secret": "test",
+                                 "refresh_token": "test", "token": "stand-in", "expiry": "2999-01-01T00:00:00Z"}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(login))
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", DATAFLOW.project)
+    client = storage.Client(project=DATAFLOW.project, credentials=AnonymousCredentials())
+    if client.lookup_bucket(BEAM_BUCKET) is None:
+        client.create_bucket(BEAM_BUCKET)
+    return client
+
+
+def dataflow_job_request(runner: BeamRunner, gcs: storage.Client, template):
+    """The Dataflow job request that Beam would submit for a run of every audio asset over three
+    IDs (the runner's args write it to ``template``), and the pipeline it staged for it."""
     options = runner.pipeline_options("klio-media-0123abcd")
     store = GCSMediaStore("gs://klio-media/catalogue")
     pipeline = build_media_pipeline([a.task(None) for a in AUDIO_ASSETS], store, ["a", "b", "c"], options,
                                     store.scratch_uri("0123abcd", "media") + "/results")
-    job = pipeline.run().job
-    staged_pipeline = f"{job.google_cloud_options.staging_location}/pipeline.pb"
-    environment = apiclient.Environment([], job.options, apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
-                                        staged_pipeline, job.proto_pipeline).proto
-    return job, environment
+    pipeline.run()
+    job = json.loads(template.read_text())
+    # staged beside the job's packages, as "storage.googleapis.com/<bucket>/<folder>/<name>"
+    folder = job["environment"]["workerPools"][0]["packages"][0]["location"].rsplit("/", 1)[0]
+    bucket, path = folder.removeprefix("storage.googleapis.com/").split("/", 1)
+    staged = gcs.bucket(bucket).blob(f"{path}/pipeline.pb").download_as_bytes()
+    return job, beam_runner_api_pb2.Pipeline.FromString(staged)
 
 
-def test_dataflow_options_from_the_resource_reach_the_job_request():
-    runner = BeamRunner(runner="DataflowRunner", dataflow=DATAFLOW, pipeline_args=["--dry_run=True", "--no_auth"])
-    job, env = dataflow_job_request(runner)
+def test_dataflow_options_from_the_resource_reach_the_job_request(google_cloud, tmp_path):
+    template = tmp_path / "job.json"
+    runner = BeamRunner(runner="DataflowRunner", dataflow=DATAFLOW, pipeline_args=[f"--template_location={template}"])
+    job, staged_pipeline = dataflow_job_request(runner, google_cloud, template)
 
-    cloud = job.google_cloud_options
-    assert (cloud.project, cloud.region, job.proto.name) == ("klio-prod", "europe-west1", "klio-media-0123abcd")
-    assert cloud.staging_location.startswith("gs://klio-beam/staging/klio-media-0123abcd.")
-    assert env.temp_storage_prefix.startswith("storage.googleapis.com/klio-beam/tmp")
-    assert env.service_account_email == "klio-workers@klio-prod.iam.gserviceaccount.com"
-    [pool] = env.worker_pools
-    assert (pool.machine_type, pool.num_workers) == ("n2-highmem-8", 2)
-    assert pool.autoscaling_settings.algorithm.name == "AUTOSCALING_ALGORITHM_BASIC"  # THROUGHPUT_BASED
-    assert pool.autoscaling_settings.max_num_workers == 40
-    assert pool.ip_configuration.name == "WORKER_IP_PRIVATE"
-    assert pool.worker_harness_container_image == DATAFLOW.sdk_container_image
-    assert {i.container_image for i in pool.sdk_harness_container_images} == {DATAFLOW.sdk_container_image}
-    # the media pipeline itself, ONE per-item step for every asset, is what would be staged
-    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    env = job["environment"]
+    options = env["sdkPipelineOptions"]["options"]
+    assert (options["project"], options["region"], job["name"]) == ("klio-prod", "europe-west1", "klio-media-0123abcd")
+    assert options["staging_location"].startswith("gs://klio-beam/staging/klio-media-0123abcd.")
+    assert env["tempStoragePrefix"].startswith("storage.googleapis.com/klio-beam/tmp")
+    assert env["serviceAccountEmail"] == "klio-workers@klio-prod.iam.gserviceaccount.com"
+    [pool] = env["workerPools"]
+    assert (pool["machineType"], pool["numWorkers"]) == ("n2-highmem-8", 2)
+    assert pool["autoscalingSettings"] == {"algorithm": "AUTOSCALING_ALGORITHM_BASIC",  # THROUGHPUT_BASED
+                                           "maxNumWorkers": 40}
+    assert pool["ipConfiguration"] == "WORKER_IP_PRIVATE"
+    assert pool["workerHarnessContainerImage"] == DATAFLOW.sdk_container_image
+    assert {i["containerImage"] for i in pool["sdkHarnessContainerImages"]} == {DATAFLOW.sdk_container_image}
+    # the media pipeline itself, ONE per-item step for every asset, is what was staged
+    names = {t.unique_name for t in staged_pipeline.components.transforms.values()}
     assert {n.split("/")[0] for n in names if not n.startswith("ref_")} == {"MediaIds", "ProcessMedia"}
 
 
@@ -76,24 +103,26 @@ def test_dataflow_settings_are_checked_before_anything_is_submitted():
     with pytest.raises(ValueError, match="needs the `dask` settings"):
         BeamRunner(runner="DaskRunner").pipeline_options("job")
     # Beam's own validation runs when the pipeline is built: a job name Dataflow refuses
-    bad_name = BeamRunner(runner="DataflowRunner", dataflow=DATAFLOW, pipeline_args=["--dry_run=True", "--no_auth"])
+    bad_name = BeamRunner(runner="DataflowRunner", dataflow=DATAFLOW, pipeline_args=["--dry_run=True"])
     with pytest.raises(ValueError, match="job_name"):
         build_media_pipeline([a.task(None) for a in AUDIO_ASSETS], GCSMediaStore("gs://m/c"), ["a"],
                              bad_name.pipeline_options("Not_A_Valid_Name"), "gs://m/c/.scratch")
 
 
-def test_runner_from_environment_is_configuration_only():
+def test_runner_from_environment_is_configuration_only(google_cloud, tmp_path):
+    template = tmp_path / "job.json"
     assert beam_runner_from({}) == BeamRunner()
     runner = beam_runner_from({
-        "KLIO_BEAM_RUNNER": "DataflowRunner", "KLIO_BEAM_ARGS": "--dry_run=True --no_auth",
+        "KLIO_BEAM_RUNNER": "DataflowRunner", "KLIO_BEAM_ARGS": f"--template_location={template} --experiments=shuffle_mode=service",
         "KLIO_DATAFLOW_PROJECT": "klio-prod", "KLIO_DATAFLOW_REGION": "europe-west1",
         "KLIO_DATAFLOW_TEMP_LOCATION": "gs://klio-beam/tmp", "KLIO_DATAFLOW_MAX_NUM_WORKERS": "40",
         "KLIO_DATAFLOW_SDK_CONTAINER_IMAGE": "img:1", "KLIO_DATAFLOW_USE_PUBLIC_IPS": "false"})
     assert runner.dataflow == DataflowSettings(project="klio-prod", region="europe-west1",
                                                temp_location="gs://klio-beam/tmp", max_num_workers=40,
                                                sdk_container_image="img:1", use_public_ips=False)
-    _, env = dataflow_job_request(runner)
-    assert env.worker_pools[0].autoscaling_settings.max_num_workers == 40
+    job, _ = dataflow_job_request(runner, google_cloud, template)
+    assert job["environment"]["workerPools"][0]["autoscalingSettings"]["maxNumWorkers"] == 40
+    assert "shuffle_mode=service" in job["environment"]["experiments"]
     dask = beam_runner_from({"KLIO_BEAM_RUNNER": "DaskRunner", "KLIO_DASK_CLIENT_ADDRESS": "tcp://s:8786"})
     assert dask.dask == DaskSettings(client_address="tcp://s:8786")
 

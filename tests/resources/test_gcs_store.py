@@ -13,22 +13,10 @@ from klio_assets.audio import mel_spectrogram, mfcc, waveform
 from klio_assets.codecs import NDARRAY
 from resources.beam import BeamRunner
 from resources.media_store import GCSMediaStore
-from resources.pubsub_emulator import free_port
 from resources.storage import GCSMediaStorage
-from tests.conftest import materialize_ids, materialized_partitions
+from tests.conftest import GCS_BUCKET, materialize_ids, materialized_partitions
 
-BUCKET = "klio-media"
-
-
-@pytest.fixture(scope="module")
-def gcs_emulator():
-    from gcp_storage_emulator.server import create_server
-
-    port = free_port()
-    server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+BUCKET = GCS_BUCKET
 
 
 @pytest.fixture

@@ -27,13 +27,22 @@ process is seen at once.
 Used by the local ``dagster.yaml`` (``dagster dev``); production uses PostgreSQL.
 
 This is the project's one module on Dagster's private API (``dagster._core`` storage classes and
-their private methods): Dagster offers no public hook for how its SQLite storage connects or
-writes batches, and documents SQLite as storage for local development only. The nearest upstream
-request, dagster-io/dagster#19618 (bulk writes of an op's events), was closed as stale without
-one. ``tests/resources/test_sqlite_event_log.py`` runs it against the Dagster that
+their private methods; ``tests/test_layers.py`` fails on private imports anywhere else). Dagster
+offers no public hook for how its SQLite storage connects, writes batches or lists partition keys,
+and documents SQLite as storage for local development only. What this module waits for upstream
+(checked 2026-11-26):
+
+- dagster-io/dagster#30172 (open): the SQLite storage is slow to read and write at volume;
+- dagster-io/dagster#29567 (open pull request): listing every dynamic partition key when runs
+  are requested is slow, and batched lookups are proposed instead;
+- dagster-io/dagster#19618 (bulk writes of an op's events) was closed as stale without a hook.
+
+``tests/resources/test_sqlite_event_log.py`` runs it against the Dagster that
 ``requirements.lock`` pins, which ``scripts/lock.sh`` refreshes to the newest release the
 integrations admit; a batch holding an event type this module does not mirror itself falls back
-to Dagster's own one-by-one path.
+to Dagster's own one-by-one path. pyproject.toml sets no upper bound for it: if a Dagster newer
+than the lock breaks it, point ``event_log_storage`` in ``dagster.yaml`` back at Dagster's own
+SQLite storage (delete the block) and the instance reads the same files, only slower.
 """
 
 import os
@@ -42,7 +51,6 @@ from contextlib import contextmanager
 
 import sqlalchemy as db
 from dagster import DagsterEventType, Field
-from dagster import _check as check
 from dagster._config import StringSource
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.schema import (
@@ -115,9 +123,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str):
-        with self._db_lock:
-            check.str_param(shard, "shard")
-            with self._engine(shard).connect() as conn, conn.begin():
+        with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
                 yield conn
 
     def store_event_batch(self, events) -> None:

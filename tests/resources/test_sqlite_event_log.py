@@ -48,7 +48,7 @@ def test_the_project_instance_uses_it(tmp_path, monkeypatch):
     (tmp_path / "dagster.yaml").write_text((open(os.path.join(ROOT, "dagster.yaml")).read()))
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, KeptOpenSqliteEventLogStorage)
-        assert instance.event_log_storage._base_dir == str(tmp_path / "history" / "runs")
+        assert (tmp_path / "history" / "runs" / "index.db").exists()  # where Dagster's own storage keeps it
 
 
 def test_another_process_sees_every_write_while_the_connections_stay_open(tmp_path, monkeypatch):

@@ -20,6 +20,10 @@ Measured, side by side in this run:
 (L)  the compute-bound limit: a plain in-memory loop over the same per-item functions, one
      process per core, in IDs/s.
 
+(s) and (r) run once per ``--dev-workers`` value, each on a fresh stack, side by side: 0 is every
+run computing in its own fresh process (the DirectRunner), N is the stack's N warm Beam workers
+(``KLIO_DEV_WORKERS``, default one per core).
+
 Nothing here is a test: figures go to docs/BENCHMARKS.md.
 """
 
@@ -182,36 +186,18 @@ def main() -> int:
     parser.add_argument("--rates", type=float, nargs="*", default=[1, 5, 20], help="events/s (default 1 5 20)")
     parser.add_argument("--minutes", type=float, default=5.0, help="length of each stream (default 5)")
     parser.add_argument("--limit-n", type=int, default=40, help="clips for the compute-bound limit (default 40)")
+    parser.add_argument("--dev-workers", type=int, nargs="*", default=[0, CORES],
+                        help=f"stacks to compare: KLIO_DEV_WORKERS values (default 0 {CORES})")
     args = parser.parse_args()
 
     folder = tempfile.mkdtemp(prefix="bench-latency-")
-    stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500)
-    rows, held = [], []
-    try:
-        sources = os.path.join(stack.data_root, "sources")
-        single_ids = records.write_noisy_catalogue(sources, "single", args.singles, 5.0)
-        streams = {rate: records.write_noisy_catalogue(sources, f"r{rate:g}", int(rate * args.minutes * 60), 3.0)
-                   for rate in args.rates}
-        limit_ids = records.write_noisy_catalogue(os.path.join(folder, "limit", "sources"), "limit",
-                                                  args.limit_n + CORES, 3.0)
-        with scale.instance_at(os.path.join(folder, "home")) as instance:
-            stream = Stream(stack, instance)
-            print(f"single events: {args.singles} x 5 s clips", flush=True)
-            rows.append(summarize("single events, 5 s clips", singles(stream, single_ids), args.singles))
-            for rate, ids in streams.items():
-                print(f"steady stream: {rate:g} events/s for {args.minutes:g} min ({len(ids)} x 3 s clips)", flush=True)
-                timings, drain_s = steady(stream, ids, rate)
-                fifth = max(1, len(ids) // 5)
-                first = [timings[m]["done"] for m in ids[:fifth] if m in timings]
-                last = [timings[m]["done"] for m in ids[-fifth:] if m in timings]
-                p_first, p_last = percentile(first, 50), percentile(last, 50)
-                ok = len(timings) == len(ids) and p_last <= p_first + 5
-                if ok:
-                    held.append(rate)
-                rows.append(summarize(f"{rate:g} events/s, 3 s clips", timings, len(ids))
-                            + f" {p_first:.1f} -> {p_last:.1f} | {'held' if ok else 'not held'} (drain {drain_s:.0f} s) |")
-    finally:
-        stack.stop()
+    rows, held = [], {}
+    for workers in args.dev_workers:
+        os.environ["KLIO_DEV_WORKERS"] = str(workers)
+        label = f"{workers} warm workers" if workers else "a process per run"
+        held[label] = measure_stack(os.path.join(folder, f"workers-{workers}"), args, label, rows)
+    limit_ids = records.write_noisy_catalogue(os.path.join(folder, "limit", "sources"), "limit",
+                                              args.limit_n + CORES, 3.0)
     limit = compute_bound_limit(os.path.join(folder, "limit"), limit_ids)
 
     print(f"\nmachine: {CORES} cores; {len(MEDIA_GRAPH)} media assets per ID (top-down)\n")
@@ -220,9 +206,43 @@ def main() -> int:
     for row in rows:
         print(row if row.count("|") > 7 else row + " | |")
     print(f"\ncompute-bound limit L (plain loop, one process per core, 3 s clips): {limit:.2f} IDs/s")
-    best = max(held, default=0)
-    print(f"highest rate held: {best:g} events/s = {best / limit:.2f} L (target >= 0.8 L)")
+    for label, rates in held.items():
+        best = max(rates, default=0)
+        print(f"highest rate held, {label}: {best:g} events/s = {best / limit:.2f} L (target >= 0.8 L)")
     return 0
+
+
+def measure_stack(folder: str, args, label: str, rows: list[str]) -> list[float]:
+    """The singles and streams on a fresh dev stack in ``folder``; appends their rows and returns
+    the rates held."""
+    held = []
+    os.makedirs(folder)
+    stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500)
+    try:
+        sources = os.path.join(stack.data_root, "sources")
+        single_ids = records.write_noisy_catalogue(sources, "single", args.singles, 5.0)
+        streams = {rate: records.write_noisy_catalogue(sources, f"r{rate:g}", int(rate * args.minutes * 60), 3.0)
+                   for rate in args.rates}
+        with scale.instance_at(os.path.join(folder, "home")) as instance:
+            stream = Stream(stack, instance)
+            print(f"{label}: single events: {args.singles} x 5 s clips", flush=True)
+            rows.append(summarize(f"{label}: single events, 5 s clips", singles(stream, single_ids), args.singles))
+            for rate, ids in streams.items():
+                print(f"{label}: steady stream: {rate:g} events/s for {args.minutes:g} min ({len(ids)} x 3 s clips)",
+                      flush=True)
+                timings, drain_s = steady(stream, ids, rate)
+                fifth = max(1, len(ids) // 5)
+                first = [timings[m]["done"] for m in ids[:fifth] if m in timings]
+                last = [timings[m]["done"] for m in ids[-fifth:] if m in timings]
+                p_first, p_last = percentile(first, 50), percentile(last, 50)
+                ok = len(timings) == len(ids) and p_last <= p_first + 5
+                if ok:
+                    held.append(rate)
+                rows.append(summarize(f"{label}: {rate:g} events/s, 3 s clips", timings, len(ids))
+                            + f" {p_first:.1f} -> {p_last:.1f} | {'held' if ok else 'not held'} (drain {drain_s:.0f} s) |")
+    finally:
+        stack.stop()
+    return held
 
 
 if __name__ == "__main__":

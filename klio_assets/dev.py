@@ -3,8 +3,10 @@
 Writes the demo catalogue and registers it; serves the data folder read-only over HTTP (port
 ``KLIO_MEDIA_PORT``, default 3001) so that the UI shows the plots from media storage; unless
 ``KLIO_PUBSUB_PROJECT`` names a real project, starts the Pub/Sub emulator (port
-``KLIO_PUBSUB_EMULATOR_PORT``, default 8085) and creates the topics and subscription; then runs
-``dagster dev`` with the given arguments and stops the emulator when it exits.
+``KLIO_PUBSUB_EMULATOR_PORT``, default 8085) and creates the topics and subscription; unless a
+Beam runner is configured, starts warm Beam workers (``KLIO_DEV_WORKERS``, default one per core;
+``resources.local_workers``) and points the runs at them; then runs ``dagster dev`` with the
+given arguments and stops the workers and the emulator when it exits.
 
 The emulator keeps nothing on disk: a new one starts empty. So that a restart of the stack loses
 no event, ``klio-dev`` carries the messages still on the input subscription (published but not
@@ -16,6 +18,7 @@ recorded.
 """
 
 import base64
+import contextlib
 import functools
 import http.server
 import json
@@ -34,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     from dagster import DagsterInstance
 
     from klio_assets.demo import register, write_catalogue
-    from klio_assets.settings import DEV_PROJECT, Settings
-    from resources.pubsub_emulator import PubSubEmulator
+    from klio_assets.settings import Settings
+    from resources.beam import BeamRunner
+    from resources.local_workers import local_workers
 
     argv = sys.argv[1:] if argv is None else argv
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,6 +61,18 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"could not serve media storage on port {media_port} ({e}): the UI links outputs by "
                   "path only; set KLIO_MEDIA_PORT to a free port", file=sys.stderr)
+    warm = settings.dev_workers > 0 and settings.beam_runner == BeamRunner()  # no runner configured
+    with local_workers(settings.dev_workers) if warm else contextlib.nullcontext() as address:
+        if address:
+            env.update(KLIO_BEAM_RUNNER="DaskRunner", KLIO_DASK_CLIENT_ADDRESS=address)
+            print(f"{settings.dev_workers} warm Beam worker(s) at {address} run the media work")
+        return _run_with_pubsub(settings, env, home, root, argv)
+
+
+def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str]) -> int:
+    from klio_assets.settings import DEV_PROJECT
+    from resources.pubsub_emulator import PubSubEmulator
+
     emulator = None
     if not settings.pubsub_project:
         emulator = PubSubEmulator(project=DEV_PROJECT, port=settings.pubsub_emulator_port).start()
@@ -91,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"Pub/Sub: {saved} message(s) not yet acknowledged, kept in {carry_over}")
             finally:
                 emulator.stop()
+
 
 
 class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):

@@ -17,6 +17,7 @@ the variable.
 | ``KLIO_PUBSUB_EMULATOR_PORT`` | ``pubsub_emulator_port``: where ``klio-dev`` starts the emulator | 8085 |
 | ``KLIO_MEDIA_PORT`` | ``media_port``: where ``klio-dev`` serves the data folder | 3001 |
 | ``KLIO_DEMO_COUNT`` | ``demo_count``: clips in ``klio-dev``'s demo catalogue | 12 |
+| ``KLIO_DEV_WORKERS`` | ``dev_workers``: warm Beam worker processes ``klio-dev`` starts for the code location's runs (``resources.local_workers``) when no runner is configured; 0: each run computes in its own process (DirectRunner) | one per core |
 | ``KLIO_SENSOR_HOLD_WHILE_QUEUED`` | ``sensor_hold_while_queued``: new events wait in Pub/Sub while a sensor run waits in the run queue, so runs grow under load (``sensors.pubsub_sensor``) | true |
 | ``KLIO_BEAM_RUNNER``, ``KLIO_BEAM_ARGS``, ``KLIO_DATAFLOW_*``, ``KLIO_DASK_*`` | ``beam_runner``: see ``resources.beam.beam_runner_from`` | the DirectRunner |
 
@@ -53,6 +54,7 @@ _VARIABLES = {  # field -> environment variable
     "pubsub_emulator_port": "KLIO_PUBSUB_EMULATOR_PORT",
     "media_port": "KLIO_MEDIA_PORT",
     "demo_count": "KLIO_DEMO_COUNT",
+    "dev_workers": "KLIO_DEV_WORKERS",
     "sensor_hold_while_queued": "KLIO_SENSOR_HOLD_WHILE_QUEUED",
 }
 
@@ -74,6 +76,7 @@ class Settings(BaseModel):
     pubsub_emulator_port: int = 8085
     media_port: int = 3001
     demo_count: int = Field(default=12, ge=0)
+    dev_workers: int = Field(default=os.cpu_count() or 1, ge=0)
     sensor_hold_while_queued: bool = True
     beam_runner: BeamRunner = Field(default_factory=BeamRunner)
 

@@ -32,10 +32,12 @@ def test_every_variable_is_read_and_typed(tmp_path):
         "KLIO_PUBSUB_PROJECT": "prod", "KLIO_PUBSUB_TOPIC": "in", "KLIO_PUBSUB_SUBSCRIPTION": "in-sub",
         "KLIO_PUBSUB_DEAD_LETTER_TOPIC": "dead", "KLIO_PUBSUB_OUTPUT_TOPIC": "out",
         "KLIO_PUBSUB_ACK_DEADLINE_S": "30", "KLIO_PUBSUB_EMULATOR_PORT": "8123", "KLIO_MEDIA_PORT": "3002",
-        "KLIO_DEMO_COUNT": "3", "KLIO_BEAM_RUNNER": "DaskRunner", "KLIO_SENSOR_HOLD_WHILE_QUEUED": "false"})
+        "KLIO_DEMO_COUNT": "3", "KLIO_BEAM_RUNNER": "DaskRunner", "KLIO_SENSOR_HOLD_WHILE_QUEUED": "false",
+        "KLIO_DEV_WORKERS": "0"})
     assert settings.sensor_hold_while_queued is False and Settings.from_env({}).sensor_hold_while_queued
     assert settings.max_ids_per_run == 37 and settings.source_suffixes == (".flac", ".wav")
     assert (settings.pubsub_emulator_port, settings.media_port, settings.demo_count) == (8123, 3002, 3)
+    assert settings.dev_workers == 0 and Settings.from_env({}).dev_workers == (os.cpu_count() or 1)
     assert settings.pubsub_configured and settings.beam_runner.runner == "DaskRunner"
     pubsub = settings.pubsub()
     assert (pubsub.project, pubsub.topic, pubsub.subscription, pubsub.dead_letter_topic, pubsub.output_topic,

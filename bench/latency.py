@@ -140,18 +140,14 @@ def steady(stream: Stream, ids: list[str], rate: float) -> tuple[dict[str, dict[
 def _limit_worker(args: tuple[str, list[str]]) -> tuple[float, float, int]:
     """In a fresh process: warm up on the first ID, then time the chain over the rest."""
     from klio_assets.media_types import SourceMedia
-    from klio_assets.profile import call_kwargs
+    from klio_assets.profile import call_chain
     from resources.media_store import LocalMediaStore
 
     root, ids = args
     store = LocalMediaStore(root)
 
     def run(media_id: str) -> None:
-        source = SourceMedia(media_id, *store.read_source(media_id))
-        values: dict = {}
-        for media in MEDIA_ASSETS:
-            value = media.fn(**call_kwargs(media, source, values))
-            values.update(value if media.returns_dict else {media.name: value})
+        call_chain(MEDIA_ASSETS, SourceMedia(media_id, *store.read_source(media_id)))
 
     run(ids[0])
     start = time.time()

@@ -17,11 +17,6 @@ import io
 import math
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from matplotlib.figure import Figure
 from PIL import Image
 
 from klio_assets.media_types import PlotImage
@@ -58,6 +53,13 @@ def _frame(title: str, ylabel: str, x_end: float, y_extent: tuple[float, float],
            dpi: int) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The plot without its data, as RGB pixels, and the data area ``(left, top, right, bottom)``
     in pixels (right and bottom exclusive)."""
+    # matplotlib is imported where frames are drawn, on the workers: a run process that only
+    # builds and reports the pipeline (the DaskRunner's) need not pay its 0.4 s import
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
     width, height = size
     fig = Figure(figsize=size, dpi=dpi)
     canvas = FigureCanvasAgg(fig)
@@ -79,6 +81,8 @@ def _frame(title: str, ylabel: str, x_end: float, y_extent: tuple[float, float],
 
 @functools.lru_cache(maxsize=8)
 def _colour_table(name: str) -> np.ndarray:
+    from matplotlib import colormaps
+
     return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
 
 

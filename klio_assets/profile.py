@@ -66,6 +66,33 @@ def call_kwargs(media, source, values: dict) -> dict:
     return kwargs
 
 
+def warm_up(media_assets: Sequence, seconds: float = 1.0, sample_rate: int = 22050) -> None:
+    """Call every media asset's function once on a short noise clip, in memory, writing nothing:
+    the process then starts its first real item with librosa's submodules imported, numba's
+    kernels compiled, the plot frames made and the ``setup=`` values built."""
+    import io
+
+    import numpy as np
+    import soundfile
+
+    from klio_assets.media_types import SourceMedia
+
+    wav = io.BytesIO()
+    noise = 0.1 * np.random.default_rng(0).standard_normal(int(seconds * sample_rate))
+    soundfile.write(wav, noise.astype(np.float32), sample_rate, format="WAV")
+    call_chain(media_assets, SourceMedia("warm-up", wav.getvalue(), ".wav"))
+
+
+def call_chain(media_assets: Sequence, source) -> dict:
+    """Every function of ``media_assets`` (in dependency order) on one source, each value handed
+    on in memory; the values by asset."""
+    values: dict = {}
+    for media in media_assets:
+        value = media.fn(**call_kwargs(media, source, values))
+        values.update(value if media.returns_dict else {media.name: value})
+    return values
+
+
 def profile_items(chain: Sequence, store, media_ids: Sequence[str]) -> dict[str, AssetCost]:
     from klio_assets.media_types import SourceMedia
 

@@ -12,19 +12,34 @@ worker that dies mid-run is restarted by its nanny and Dask runs its task again 
 worker; items already written are fresh by then and skipped, so nothing is done twice.
 """
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 SINGLE_THREADED = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                           "NUMBA_NUM_THREADS")}
+log = logging.getLogger(__name__)
 
 
 @contextmanager
-def local_workers(count: int) -> Iterator[str]:
+def local_workers(count: int, warm_up: Callable[[], None] | None = None) -> Iterator[str]:
     """``count`` warm worker processes and their scheduler; yields the scheduler's address (the
-    DaskRunner's ``client_address``)."""
-    from distributed import LocalCluster
+    DaskRunner's ``client_address``). ``warm_up`` runs once on every worker, in the background,
+    as an ordinary task (a run's first items queue behind it rather than pay the same costs)."""
+    from distributed import Client, LocalCluster, wait
 
     with LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, env=SINGLE_THREADED) as cluster:
+                      dashboard_address=None, env=SINGLE_THREADED) as cluster, Client(cluster) as client:
+        if warm_up is not None:
+            futures = [client.submit(warm_up, workers=[worker], allow_other_workers=False, pure=False)
+                       for worker in client.scheduler_info()["workers"]]
+            threading.Thread(target=_report_warm_up, args=(wait, futures), name="warm-up", daemon=True).start()
         yield cluster.scheduler_address
+
+
+def _report_warm_up(wait, futures) -> None:
+    done = wait(futures).done
+    failed = [f.exception() for f in done if f.status == "error"]
+    if failed:  # the workers still work; their first items pay what the warm-up would have
+        log.warning("warming up the Beam workers failed: %s", failed[0])

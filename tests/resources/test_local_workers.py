@@ -2,6 +2,7 @@
 processes, a worker killed mid-item costs that item only and no item is done twice, and leaving
 the context stops every worker process."""
 
+import functools
 import os
 import time
 
@@ -85,3 +86,32 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _note_pid(path: str) -> None:
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def test_the_warm_up_runs_once_on_every_worker(tmp_path):
+    log = str(tmp_path / "warmed")
+    with local_workers(2, warm_up=functools.partial(_note_pid, log)) as address:
+        with Client(address) as client:
+            pids = set(client.run(os.getpid).values())
+            deadline = time.monotonic() + 60
+            while len(lines(log)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    assert sorted(map(int, lines(log))) == sorted(pids)
+
+
+def test_the_warm_up_calls_every_media_asset_in_memory(tmp_path, monkeypatch):
+    from klio_assets.definitions import MEDIA_ASSETS
+    from klio_assets.profile import warm_up
+    from pipelines import worker_resources
+
+    worker_resources.release_all()
+    monkeypatch.chdir(tmp_path)
+    warm_up(MEDIA_ASSETS)
+    assert worker_resources.get("note_events", "model", lambda: pytest.fail("the model was not built")) is not None
+    assert os.listdir(tmp_path) == []  # nothing written
+    worker_resources.release_all()

@@ -43,6 +43,7 @@ import dagster as dg  # noqa: E402
 from klio_assets.definitions import MEDIA_ASSETS, MEDIA_GRAPH  # noqa: E402
 from klio_assets.settings import DEV_PROJECT  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
+from resources.local_workers import SINGLE_THREADED  # noqa: E402
 from resources.pubsub import PubSubResource  # noqa: E402
 from tests.dev_stack import start_dev_stack  # noqa: E402
 
@@ -159,8 +160,7 @@ def _limit_worker(args: tuple[str, list[str]]) -> tuple[float, float, int]:
 def compute_bound_limit(root: str, ids: list[str]) -> float:
     """IDs/s of a plain in-memory loop over every media asset's function, one process per core
     (each single-threaded)."""
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ[name] = "1"
+    os.environ.update(SINGLE_THREADED)  # as the dev stack's workers
     shares = [(root, ids[i::CORES]) for i in range(CORES)]
     with multiprocessing.get_context("spawn").Pool(CORES) as pool:
         spans = pool.map(_limit_worker, shares)

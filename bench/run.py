@@ -33,7 +33,6 @@ sys.path.insert(0, ROOT)
 import apache_beam as beam  # noqa: E402
 import dagster as dg  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
-from distributed import LocalCluster  # noqa: E402
 
 from klio_assets.audio import AUDIO_ASSETS, MelSpectrogramConfig, MfccConfig, WaveformConfig  # noqa: E402
 from klio_assets.codecs import NDARRAY, WAVEFORM  # noqa: E402
@@ -41,6 +40,7 @@ from klio_assets.demo import write_catalogue  # noqa: E402
 from klio_assets.media_asset import build_media_assets  # noqa: E402
 from klio_assets.media_types import SourceMedia  # noqa: E402
 from resources.beam import BeamRunner, DaskSettings  # noqa: E402
+from resources.local_workers import local_workers  # noqa: E402
 from resources.storage import LocalMediaStorage  # noqa: E402
 
 import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
@@ -125,11 +125,8 @@ def project_backfill(root: str, ids: list[str], workers: int, runner: BeamRunner
 def project_on_dask(root: str, ids: list[str], workers: int) -> float:
     """The project's run on a local dask.distributed cluster of single-threaded worker
     processes (BLAS threads too), warmed up first (numba compiles in each worker)."""
-    single_threaded = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                      env=single_threaded) as cluster:
-        runner = BeamRunner(runner="DaskRunner",
-                            dask=DaskSettings(client_address=cluster.scheduler_address, npartitions=4 * workers))
+    with local_workers(workers) as address:  # the dev stack's workers, without their warm-up
+        runner = BeamRunner(runner="DaskRunner", dask=DaskSettings(client_address=address, npartitions=4 * workers))
         project_backfill(root, ids[:2 * workers], workers, runner)
         return project_backfill(root, ids, workers, runner)
 

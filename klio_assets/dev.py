@@ -112,7 +112,6 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str])
                 emulator.stop()
 
 
-
 class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # one line per plot viewed would drown dagster's output
         pass

@@ -66,6 +66,7 @@ def test_runs_share_warm_workers_and_a_killed_worker_costs_one_item(instance, st
 
         # a second run reuses the warm workers: no new worker process
         with Client(address) as client:
+            client.wait_for_workers(2, timeout=60)  # the killed one's replacement may still be starting
             before = set(client.run(os.getpid).values())
         assert materialize_ids([assets], catalogue_ids, instance, resources, tags={"klio/force": "true"}).success
         assert {int(line.split()[0]) for line in lines(tmp_path / "done")[len(done):]} <= before

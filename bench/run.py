@@ -125,7 +125,7 @@ def project_backfill(root: str, ids: list[str], workers: int, runner: BeamRunner
 def project_on_dask(root: str, ids: list[str], workers: int) -> float:
     """The project's run on a local dask.distributed cluster of single-threaded worker
     processes (BLAS threads too), warmed up first (numba compiles in each worker)."""
-    with local_workers(workers) as address:  # the dev stack's workers, without their warm-up
+    with local_workers(workers) as address:  # the dev stack's worker pool
         runner = BeamRunner(runner="DaskRunner", dask=DaskSettings(client_address=address, npartitions=4 * workers))
         project_backfill(root, ids[:2 * workers], workers, runner)
         return project_backfill(root, ids, workers, runner)

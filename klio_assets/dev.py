@@ -36,12 +36,9 @@ but never saw recorded (the daemon died mid-tick) come back in time to be carrie
 def main(argv: list[str] | None = None) -> int:
     from dagster import DagsterInstance
 
-    from klio_assets.definitions import MEDIA_ASSETS
     from klio_assets.demo import register, write_catalogue
-    from klio_assets.profile import warm_up
     from klio_assets.settings import Settings
     from resources.beam import BeamRunner
-    from resources.local_workers import local_workers
 
     argv = sys.argv[1:] if argv is None else argv
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,9 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:
             print(f"could not serve media storage on port {media_port} ({e}): the UI links outputs by "
                   "path only; set KLIO_MEDIA_PORT to a free port", file=sys.stderr)
-    warm = settings.dev_workers > 0 and settings.beam_runner == BeamRunner()  # no runner configured
-    workers = local_workers(settings.dev_workers, functools.partial(warm_up, MEDIA_ASSETS)) if warm else None
-    with workers or contextlib.nullcontext() as address:
+    workers = contextlib.nullcontext()
+    if settings.dev_workers > 0 and settings.beam_runner == BeamRunner():  # no runner configured
+        from klio_assets.definitions import MEDIA_ASSETS  # only here: the import costs 2 s
+        from klio_assets.profile import warm_up
+        from resources.local_workers import local_workers
+
+        workers = local_workers(settings.dev_workers, functools.partial(warm_up, MEDIA_ASSETS))
+    with workers as address:
         if address:
             env.update(KLIO_BEAM_RUNNER="DaskRunner", KLIO_DASK_CLIENT_ADDRESS=address)
             print(f"{settings.dev_workers} warm Beam worker(s) at {address} run the media work")

@@ -27,18 +27,20 @@ def local_workers(count: int, warm_up: Callable[[], None] | None = None) -> Iter
     """``count`` warm worker processes and their scheduler; yields the scheduler's address (the
     DaskRunner's ``client_address``). ``warm_up`` runs once on every worker, in the background,
     as an ordinary task (a run's first items queue behind it rather than pay the same costs)."""
-    from distributed import Client, LocalCluster, wait
+    from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None, env=SINGLE_THREADED) as cluster, Client(cluster) as client:
         if warm_up is not None:
             futures = [client.submit(warm_up, workers=[worker], allow_other_workers=False, pure=False)
                        for worker in client.scheduler_info()["workers"]]
-            threading.Thread(target=_report_warm_up, args=(wait, futures), name="warm-up", daemon=True).start()
+            threading.Thread(target=_report_warm_up, args=(futures,), name="warm-up", daemon=True).start()
         yield cluster.scheduler_address
 
 
-def _report_warm_up(wait, futures) -> None:
+def _report_warm_up(futures) -> None:
+    from distributed import wait
+
     done = wait(futures).done
     failed = [f.exception() for f in done if f.status == "error"]
     if failed:  # the workers still work; their first items pay what the warm-up would have

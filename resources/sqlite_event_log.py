@@ -124,7 +124,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
     @contextmanager
     def _connect(self, shard: str):
         with self._db_lock, self._engine(shard).connect() as conn, conn.begin():
-                yield conn
+            yield conn
 
     def store_event_batch(self, events) -> None:
         """One transaction in the run's database and one in the index for the whole batch, each

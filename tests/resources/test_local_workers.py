@@ -47,8 +47,7 @@ def fragile_asset(log_dir: str):
 
 def test_runs_share_warm_workers_and_a_killed_worker_costs_one_item(instance, store_root, catalogue_ids, tmp_path):
     with local_workers(2) as address:
-        with Client(address) as client:
-            worker_pids = set(client.run(os.getpid).values())
+        worker_pids = _worker_pids(address)
         runner = BeamRunner(runner="DaskRunner", dask=DaskSettings(client_address=address))
         resources = {"media_storage": LocalMediaStorage(root=store_root), "beam_runner": runner}
         assets = build_media_assets([waveform, fragile_asset(str(tmp_path))])
@@ -62,12 +61,10 @@ def test_runs_share_warm_workers_and_a_killed_worker_costs_one_item(instance, st
         # every item finished exactly once; the one extra call is the item whose worker was killed
         assert (len(done), len(items), len(calls)) == (len(catalogue_ids), len(catalogue_ids), len(catalogue_ids) + 1)
         assert calls[0].split()[1] in items  # ... and it was done again, elsewhere
-        assert {int(line.split()[0]) for line in done} <= worker_pids | _live_worker_pids(address)
+        assert {int(line.split()[0]) for line in done} <= worker_pids | _worker_pids(address)
 
         # a second run reuses the warm workers: no new worker process
-        with Client(address) as client:
-            client.wait_for_workers(2, timeout=60)  # the killed one's replacement may still be starting
-            before = set(client.run(os.getpid).values())
+        before = _worker_pids(address)
         assert materialize_ids([assets], catalogue_ids, instance, resources, tags={"klio/force": "true"}).success
         assert {int(line.split()[0]) for line in lines(tmp_path / "done")[len(done):]} <= before
         worker_pids |= before
@@ -76,8 +73,11 @@ def test_runs_share_warm_workers_and_a_killed_worker_costs_one_item(instance, st
     assert not any(_alive(pid) for pid in worker_pids), "worker processes outlived the context"
 
 
-def _live_worker_pids(address: str) -> set[int]:
+def _worker_pids(address: str, count: int = 2) -> set[int]:
+    """The pids of the ``count`` workers, once that many are up (a killed one's replacement may
+    still be starting)."""
     with Client(address) as client:
+        client.wait_for_workers(count, timeout=60)
         return set(client.run(os.getpid).values())
 
 
@@ -97,11 +97,10 @@ def _note_pid(path: str) -> None:
 def test_the_warm_up_runs_once_on_every_worker(tmp_path):
     log = str(tmp_path / "warmed")
     with local_workers(2, warm_up=functools.partial(_note_pid, log)) as address:
-        with Client(address) as client:
-            pids = set(client.run(os.getpid).values())
-            deadline = time.monotonic() + 60
-            while len(lines(log)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.1)
+        pids = _worker_pids(address)
+        deadline = time.monotonic() + 60
+        while len(lines(log)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
     assert sorted(map(int, lines(log))) == sorted(pids)
 
 

@@ -18,6 +18,13 @@ already does. The batches that matter here are the "materialization planned" eve
 writes when it creates a run: one per asset per media ID, 6,000 for a run of 500 IDs over 12
 assets, which made creating one such run take about 10 s.
 
+It remembers which tables and asset-table columns exist once they do. Dagster's SQLite storage
+asks again for every check evaluation (``supports_asset_checks`` opens a new engine and
+connection for ``has_table``) and for every asset event (the asset table's columns): 28% of a
+check event's cost and 7% of a materialization's in a profile of the dev stack's runs
+(docs/BENCHMARKS.md). Only "present" is remembered: tables and columns are added by migrations,
+never removed, so an answer of "absent" is asked again.
+
 Last, it caches the list of dynamic partition keys. Dagster lists every key of ``media_ids`` once
 per asset and per check each time it creates a run (to resolve the run's partition range), which
 is 28 listings per run here: 6.5 s per run with 100,000 registered IDs. The cache is checked on
@@ -55,6 +62,7 @@ from dagster._config import StringSource
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
+    AssetKeyTable,
     DynamicPartitionsTable,
     SqlEventLogStorageTable,
 )
@@ -88,6 +96,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._partition_keys: dict[str, tuple[tuple, list[str]]] = {}
+        self._present: set[str] = set()  # tables, and asset-table columns as "asset_keys.<column>"
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir, inst_data)
 
@@ -153,6 +162,17 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         for event, event_id in zip(events, event_ids):  # these open their own connection
             if event.get_dagster_event().event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
                 self.store_asset_check_event(event, event_id)
+
+    def has_table(self, table_name: str) -> bool:
+        if table_name not in self._present and super().has_table(table_name):
+            self._present.add(table_name)
+        return table_name in self._present
+
+    def _has_asset_key_col_on_connection(self, conn, column_name: str) -> bool:
+        key = f"{AssetKeyTable.name}.{column_name}"
+        if key not in self._present and super()._has_asset_key_col_on_connection(conn, column_name):
+            self._present.add(key)
+        return key in self._present
 
     def get_dynamic_partitions(self, partitions_def_name: str) -> list[str]:
         """The parent's list, cached while the fingerprint (how many keys, the newest row's id and

@@ -150,3 +150,35 @@ def test_partition_keys_are_cached_but_every_change_is_seen(tmp_path, monkeypatc
         assert cached.get_dynamic_partitions("ids") == ["a", "c", "e"]
         assert cached.get_dynamic_partitions("other") == []
         assert len(fetches) == 4
+
+
+@dg.asset_check(asset="x", partitions_def=media)
+def x_is_fine(context):
+    return dg.AssetCheckResult(passed=True, partition=context.partition_key)
+
+
+def test_present_tables_and_columns_are_asked_once_absent_ones_every_time(tmp_path, monkeypatch):
+    """Dagster asks whether the check table exists for every check evaluation, and for the asset
+    table's columns for every asset event; once present, the answer is kept."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    write_instance_yaml(tmp_path, "kept-open")
+    parent = KeptOpenSqliteEventLogStorage.__mro__[1]
+    asked = []
+    for name in ("has_table", "_has_asset_key_col_on_connection"):
+        original = getattr(parent, name)
+        monkeypatch.setattr(parent, name, lambda self, *args, original=original, name=name:
+                            (asked.append((name, args[-1])), original(self, *args))[1])
+    ids = [f"id-{n}" for n in range(6)]
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("ids", ids)
+        for key in ids:
+            assert dg.materialize([step, x_is_fine], instance=instance, partition_key=key).success
+        storage = instance.event_log_storage
+        assert asked.count(("has_table", "asset_check_executions")) == 1
+        assert asked.count(("_has_asset_key_col_on_connection", "last_materialization_timestamp")) == 1
+        assert not storage.has_table("no_such_table") and not storage.has_table("no_such_table")
+        assert asked.count(("has_table", "no_such_table")) == 2
+        # and the evaluations were all stored, per partition
+        records = storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("x"), "x_is_fine"), limit=100)
+        assert sorted(r.partition for r in records) == ids

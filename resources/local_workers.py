@@ -27,10 +27,14 @@ def local_workers(count: int, warm_up: Callable[[], None] | None = None) -> Iter
     """``count`` warm worker processes and their scheduler; yields the scheduler's address (the
     DaskRunner's ``client_address``). ``warm_up`` runs once on every worker, in the background,
     as an ordinary task (a run's first items queue behind it rather than pay the same costs)."""
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, env=SINGLE_THREADED) as cluster, Client(cluster) as client:
+    # No dashboard, so nothing reads the statistical profile each worker would otherwise take
+    # of its task thread every 10 ms (the nannies hand this setting to their workers).
+    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address=None, env=SINGLE_THREADED) as cluster, Client(cluster) as client:
         if warm_up is not None:
             futures = [client.submit(warm_up, workers=[worker], allow_other_workers=False, pure=False)
                        for worker in client.scheduler_info()["workers"]]

@@ -33,6 +33,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,7 @@ from klio_assets.settings import DEV_PROJECT  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
 from resources.local_workers import SINGLE_THREADED  # noqa: E402
 from resources.pubsub import PubSubResource  # noqa: E402
-from tests.dev_stack import start_dev_stack  # noqa: E402
+from tests.dev_stack import processes, start_dev_stack  # noqa: E402
 
 import records  # noqa: E402  (bench/records.py: noisy clips)
 import scale  # noqa: E402  (bench/scale.py: the stack's instance)
@@ -105,6 +106,72 @@ class Stream:
             out[media_id] = {"created": run.create_timestamp.timestamp() - sent,
                              "started": (run.start_time or stamp) - sent, "done": stamp - sent}
         return out
+
+
+ROLES = [  # (role, a part of the command line, a part of its parent's), first match wins
+    ("warm workers", "spawn_main", "klio-dev"), ("run processes", "spawn_main", "api grpc"),
+    ("daemon", "dagster._daemon", ""), ("webserver", "dagster_webserver", ""), ("code server", "api grpc", ""),
+    ("code server", "code-server", ""), ("Pub/Sub emulator", "pubsub", ""), ("klio-dev", "klio-dev", ""),
+    ("dagster dev", "dagster dev", ""),
+]
+
+
+class CpuByRole:
+    """CPU seconds the stack's processes use while it is open, by role, sampled from /proc every
+    0.5 s (a process that ends between samples loses at most its last 0.5 s)."""
+
+    def __init__(self, group: int, emulator_port: int):
+        self.group, self.emulator, self.tick = group, str(emulator_port), os.sysconf("SC_CLK_TCK")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _read(self) -> dict[int, tuple[str, float]]:
+        """pid -> (role, CPU seconds so far) for the stack's processes."""
+        found, everything = {}, processes()
+        commands = {process.pid: process.command for process in everything}
+        for process in everything:
+            emulator = self.emulator in process.command and "pubsub" in process.command
+            if process.group != self.group and not emulator:
+                continue
+            try:
+                with open(f"/proc/{process.pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # it ended meanwhile
+                continue
+            parent = commands.get(process.parent, "")
+            role = next((r for r, part, of in ROLES if part in process.command and of in parent), process.command[:40])
+            found[process.pid] = (role, (int(fields[11]) + int(fields[12])) / self.tick)
+        return found
+
+    def _sample(self) -> None:
+        while not self.stop.wait(0.5):
+            for pid, (role, seconds) in self._read().items():  # a zombie's command line is empty
+                self.seen[pid] = (self.seen.get(pid, (role,))[0], seconds)
+
+    def __enter__(self):
+        self.before = {pid: seconds for pid, (_, seconds) in self._read().items()}
+        self.seen: dict[int, tuple[str, float]] = {}
+        self.started = time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.wall_s = time.monotonic() - self.started
+
+    def totals(self) -> dict[str, float]:
+        by_role: dict[str, float] = {}
+        for pid, (role, seconds) in self.seen.items():
+            by_role[role] = by_role.get(role, 0.0) + seconds - self.before.get(pid, 0.0)
+        return dict(sorted(by_role.items(), key=lambda item: -item[1]))
+
+    def row(self, name: str, ids: int) -> str:
+        """CPU per role in ms per media ID, and the share of the machine the stack used."""
+        totals = self.totals()
+        used = sum(totals.values()) / (self.wall_s * CORES)
+        return (f"| {name} | {used:.0%} | "
+                + ", ".join(f"{role} {1000 * s / ids:.0f}" for role, s in totals.items() if s >= 0.05) + " |")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -187,11 +254,11 @@ def main() -> int:
     args = parser.parse_args()
 
     folder = tempfile.mkdtemp(prefix="bench-latency-")
-    rows, held = [], {}
+    rows, cpu_rows, held = [], [], {}
     for workers in args.dev_workers:
         os.environ["KLIO_DEV_WORKERS"] = str(workers)
         label = f"{workers} warm workers" if workers else "a process per run"
-        held[label] = measure_stack(os.path.join(folder, f"workers-{workers}"), args, label, rows)
+        held[label] = measure_stack(os.path.join(folder, f"workers-{workers}"), args, label, rows, cpu_rows)
     limit_ids = records.write_noisy_catalogue(os.path.join(folder, "limit", "sources"), "limit",
                                               args.limit_n + CORES, 3.0)
     limit = compute_bound_limit(os.path.join(folder, "limit"), limit_ids)
@@ -201,6 +268,9 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(row if row.count("|") > 7 else row + " | |")
+    print("\n| stream | CPU used (of all cores) | CPU ms per media ID, by process role |")
+    print("| --- | --- | --- |")
+    print("\n".join(cpu_rows))
     print(f"\ncompute-bound limit L (plain loop, one process per core, 3 s clips): {limit:.2f} IDs/s")
     for label, rates in held.items():
         best = max(rates, default=0)
@@ -208,9 +278,9 @@ def main() -> int:
     return 0
 
 
-def measure_stack(folder: str, args, label: str, rows: list[str]) -> list[float]:
-    """The singles and streams on a fresh dev stack in ``folder``; appends their rows and returns
-    the rates held."""
+def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list[str]) -> list[float]:
+    """The singles and streams on a fresh dev stack in ``folder``; appends their rows (and each
+    stream's CPU by role) and returns the rates held."""
     held = []
     os.makedirs(folder)
     stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500)
@@ -226,7 +296,9 @@ def measure_stack(folder: str, args, label: str, rows: list[str]) -> list[float]
             for rate, ids in streams.items():
                 print(f"{label}: steady stream: {rate:g} events/s for {args.minutes:g} min ({len(ids)} x 3 s clips)",
                       flush=True)
-                timings, drain_s = steady(stream, ids, rate)
+                with CpuByRole(stack.process.pid, stack.emulator_port) as cpu:
+                    timings, drain_s = steady(stream, ids, rate)
+                cpu_rows.append(cpu.row(f"{label}: {rate:g} events/s", len(ids)))
                 fifth = max(1, len(ids) // 5)
                 first = [timings[m]["done"] for m in ids[:fifth] if m in timings]
                 last = [timings[m]["done"] for m in ids[-fifth:] if m in timings]

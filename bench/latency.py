@@ -18,7 +18,10 @@ Measured, side by side in this run:
      *held* when every ID is done within 60 s of the stream's end and the lag does not grow
      (the last fifth's p50 at most 5 s above the first's);
 (L)  the compute-bound limit: a plain in-memory loop over the same per-item functions, one
-     process per core, in IDs/s.
+     process per core, in IDs/s;
+(c)  where the CPU goes: for the singles and each stream, the CPU seconds of the stack's
+     processes by role (warm workers, run processes, daemon, code server, webserver, klio-dev,
+     the Pub/Sub emulator) per media ID, and the share of the machine the stack used.
 
 (s) and (r) run once per ``--dev-workers`` value, each on a fresh stack, side by side: 0 is every
 run computing in its own fresh process (the DirectRunner), N is the stack's N warm Beam workers
@@ -139,7 +142,7 @@ class CpuByRole:
             except OSError:  # it ended meanwhile
                 continue
             parent = commands.get(process.parent, "")
-            role = next((r for r, part, of in ROLES if part in process.command and of in parent), process.command[:40])
+            role = next((r for r, part, of in ROLES if part in process.command and of in parent), "other")
             found[process.pid] = (role, (int(fields[11]) + int(fields[12])) / self.tick)
         return found
 
@@ -292,7 +295,10 @@ def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list
         with scale.instance_at(os.path.join(folder, "home")) as instance:
             stream = Stream(stack, instance)
             print(f"{label}: single events: {args.singles} x 5 s clips", flush=True)
-            rows.append(summarize(f"{label}: single events, 5 s clips", singles(stream, single_ids), args.singles))
+            with CpuByRole(stack.process.pid, stack.emulator_port) as cpu:
+                timings = singles(stream, single_ids)
+            rows.append(summarize(f"{label}: single events, 5 s clips", timings, args.singles))
+            cpu_rows.append(cpu.row(f"{label}: single events (a run each)", len(single_ids)))
             for rate, ids in streams.items():
                 print(f"{label}: steady stream: {rate:g} events/s for {args.minutes:g} min ({len(ids)} x 3 s clips)",
                       flush=True)

@@ -21,7 +21,8 @@ Measured, side by side in this run:
      process per core, in IDs/s;
 (c)  where the CPU goes: for the singles and each stream, the CPU seconds of the stack's
      processes by role (warm workers, run processes, daemon, code server, webserver, klio-dev,
-     the Pub/Sub emulator) per media ID, and the share of the machine the stack used.
+     the Pub/Sub emulator) per media ID, and the share of the machine the stack used; and the
+     same for ``--idle-s`` seconds with no events, first, per second.
 
 (s) and (r) run once per ``--dev-workers`` value, each on a fresh stack, side by side: 0 is every
 run computing in its own fresh process (the DirectRunner), N is the stack's N warm Beam workers
@@ -169,12 +170,13 @@ class CpuByRole:
             by_role[role] = by_role.get(role, 0.0) + seconds - self.before.get(pid, 0.0)
         return dict(sorted(by_role.items(), key=lambda item: -item[1]))
 
-    def row(self, name: str, ids: int) -> str:
-        """CPU per role in ms per media ID, and the share of the machine the stack used."""
+    def row(self, name: str, per: float) -> str:
+        """CPU per role in ms per ``per`` (media IDs, or seconds), and the share of the machine
+        the stack used."""
         totals = self.totals()
         used = sum(totals.values()) / (self.wall_s * CORES)
         return (f"| {name} | {used:.0%} | "
-                + ", ".join(f"{role} {1000 * s / ids:.0f}" for role, s in totals.items() if s >= 0.05) + " |")
+                + ", ".join(f"{role} {1000 * s / per:.0f}" for role, s in totals.items() if s >= 0.05) + " |")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -251,6 +253,7 @@ def main() -> int:
     parser.add_argument("--singles", type=int, default=10, help="single events, one at a time (default 10)")
     parser.add_argument("--rates", type=float, nargs="*", default=[1, 5, 20], help="events/s (default 1 5 20)")
     parser.add_argument("--minutes", type=float, default=5.0, help="length of each stream (default 5)")
+    parser.add_argument("--idle-s", type=float, default=20.0, help="idle stack's CPU, measured first (default 20)")
     parser.add_argument("--limit-n", type=int, default=40, help="clips for the compute-bound limit (default 40)")
     parser.add_argument("--dev-workers", type=int, nargs="*", default=[0, CORES],
                         help=f"stacks to compare: KLIO_DEV_WORKERS values (default 0 {CORES})")
@@ -271,7 +274,7 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(row if row.count("|") > 7 else row + " | |")
-    print("\n| stream | CPU used (of all cores) | CPU ms per media ID, by process role |")
+    print("\n| stream | CPU used (of all cores) | CPU ms per media ID (idle: per second), by process role |")
     print("| --- | --- | --- |")
     print("\n".join(cpu_rows))
     print(f"\ncompute-bound limit L (plain loop, one process per core, 3 s clips): {limit:.2f} IDs/s")
@@ -294,6 +297,11 @@ def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list
                    for rate in args.rates}
         with scale.instance_at(os.path.join(folder, "home")) as instance:
             stream = Stream(stack, instance)
+            print(f"{label}: idle for {args.idle_s:g} s", flush=True)
+            time.sleep(5)  # the workers' warm-up, which starts with the stack, is over by then
+            with CpuByRole(stack.process.pid, stack.emulator_port) as cpu:
+                time.sleep(args.idle_s)
+            cpu_rows.append(cpu.row(f"{label}: idle (CPU ms per second, not per ID)", args.idle_s))
             print(f"{label}: single events: {args.singles} x 5 s clips", flush=True)
             with CpuByRole(stack.process.pid, stack.emulator_port) as cpu:
                 timings = singles(stream, single_ids)

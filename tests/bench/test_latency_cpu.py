@@ -35,4 +35,4 @@ def test_cpu_is_counted_by_role_for_the_stack_group_only(tmp_path):
         stack.kill()
     assert 1.0 <= totals.get("daemon", 0) <= 1.5  # the group's 1 s, once; the outsider's not at all
     assert set(totals) <= {"daemon", "other"}  # the idle leader may show as "other"
-    assert f"daemon {1000 * totals['daemon'] / 2:.0f}" in cpu.row("test", ids=2)  # ms per media ID
+    assert f"daemon {1000 * totals['daemon'] / 2:.0f}" in cpu.row("test", per=2)  # ms per media ID

@@ -36,8 +36,8 @@ Used by the local ``dagster.yaml`` (``dagster dev``); production uses PostgreSQL
 This is the project's one module on Dagster's private API (``dagster._core`` storage classes and
 their private methods; ``tests/test_layers.py`` fails on private imports anywhere else). Dagster
 offers no public hook for how its SQLite storage connects, writes batches, checks its schema or
-lists partition keys, and documents SQLite as storage for local development only. What this module waits for upstream
-(checked 2026-11-26):
+lists partition keys, and documents SQLite as storage for local development only. What this
+module waits for upstream (checked 2026-11-26):
 
 - dagster-io/dagster#30172 (open): the SQLite storage is slow to read and write at volume;
 - dagster-io/dagster#29567 (open pull request): listing every dynamic partition key when runs

@@ -32,6 +32,7 @@ Nothing here is a test: figures go to docs/BENCHMARKS.md.
 """
 
 import argparse
+import functools
 import multiprocessing
 import os
 import statistics
@@ -125,7 +126,7 @@ class CpuByRole:
     0.5 s (a process that ends between samples loses at most its last 0.5 s)."""
 
     def __init__(self, group: int, emulator_port: int):
-        self.group, self.emulator, self.tick = group, str(emulator_port), os.sysconf("SC_CLK_TCK")
+        self.group, self.emulator = group, str(emulator_port)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -137,14 +138,9 @@ class CpuByRole:
             emulator = self.emulator in process.command and "pubsub" in process.command
             if process.group != self.group and not emulator:
                 continue
-            try:
-                with open(f"/proc/{process.pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:  # it ended meanwhile
-                continue
             parent = commands.get(process.parent, "")
             role = next((r for r, part, of in ROLES if part in process.command and of in parent), "other")
-            found[process.pid] = (role, (int(fields[11]) + int(fields[12])) / self.tick)
+            found[process.pid] = (role, process.cpu_s)
         return found
 
     def _sample(self) -> None:
@@ -285,8 +281,8 @@ def main() -> int:
 
 
 def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list[str]) -> list[float]:
-    """The singles and streams on a fresh dev stack in ``folder``; appends their rows (and each
-    stream's CPU by role) and returns the rates held."""
+    """The singles and streams on a fresh dev stack in ``folder``; appends their rows, and the
+    CPU by role of the idle stack, the singles and each stream, and returns the rates held."""
     held = []
     os.makedirs(folder)
     stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500)
@@ -297,20 +293,21 @@ def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list
                    for rate in args.rates}
         with scale.instance_at(os.path.join(folder, "home")) as instance:
             stream = Stream(stack, instance)
+            cpu_by_role = functools.partial(CpuByRole, stack.process.pid, stack.emulator_port)
             print(f"{label}: idle for {args.idle_s:g} s", flush=True)
             time.sleep(5)  # the workers' warm-up, which starts with the stack, is over by then
-            with CpuByRole(stack.process.pid, stack.emulator_port) as cpu:
+            with cpu_by_role() as cpu:
                 time.sleep(args.idle_s)
             cpu_rows.append(cpu.row(f"{label}: idle (CPU ms per second, not per ID)", args.idle_s))
             print(f"{label}: single events: {args.singles} x 5 s clips", flush=True)
-            with CpuByRole(stack.process.pid, stack.emulator_port) as cpu:
+            with cpu_by_role() as cpu:
                 timings = singles(stream, single_ids)
             rows.append(summarize(f"{label}: single events, 5 s clips", timings, args.singles))
             cpu_rows.append(cpu.row(f"{label}: single events (a run each)", len(single_ids)))
             for rate, ids in streams.items():
                 print(f"{label}: steady stream: {rate:g} events/s for {args.minutes:g} min ({len(ids)} x 3 s clips)",
                       flush=True)
-                with CpuByRole(stack.process.pid, stack.emulator_port) as cpu:
+                with cpu_by_role() as cpu:
                     timings, drain_s = steady(stream, ids, rate)
                 cpu_rows.append(cpu.row(f"{label}: {rate:g} events/s", len(ids)))
                 fifth = max(1, len(ids) // 5)

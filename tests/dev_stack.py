@@ -31,12 +31,16 @@ def wait_until(condition, timeout_s: float, what: str, log_path: str):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; dev log tail:\n{tail}")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 @dataclass(frozen=True)
 class Process:
     pid: int
     parent: int
     group: int
     command: str
+    cpu_s: float  # user and system CPU time so far
 
 
 def processes() -> list[Process]:
@@ -47,8 +51,9 @@ def processes() -> list[Process]:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
             with open(f"/proc/{pid}/stat") as f:
-                parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            found.append(Process(int(pid), parent, os.getpgid(int(pid)), command))
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+            found.append(Process(int(pid), int(fields[1]), os.getpgid(int(pid)), command, cpu_s))
         except (OSError, ValueError, IndexError):  # ended meanwhile, or not ours to read
             continue
     return found

@@ -16,6 +16,8 @@ FROM scratch AS source
 COPY pyproject.toml requirements.lock model-requirements.txt README.md workspace.yaml /src/
 COPY klio_assets/ /src/klio_assets/
 COPY klio_core/ /src/klio_core/
+COPY klio_cli/ /src/klio_cli/
+COPY klio_dev/ /src/klio_dev/
 COPY pipelines/ /src/pipelines/
 COPY resources/ /src/resources/
 COPY sensors/ /src/sensors/
@@ -29,9 +31,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
-RUN pip install --no-cache-dir -c requirements.lock . \
-    && pip install --no-cache-dir --no-deps -r model-requirements.txt \
-    && python -c "import apache_beam, klio_assets.audio; assert apache_beam.__version__ == '${BEAM_VERSION}'"
+RUN pip install --no-cache-dir --compile -c requirements.lock . \
+    && pip install --no-cache-dir --compile --no-deps -r model-requirements.txt \
+    && python -c "import apache_beam, klio_assets.builtin.audio; assert apache_beam.__version__ == '${BEAM_VERSION}'"
 # the entrypoint stays Beam's /opt/apache/beam/boot, which Dataflow starts
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS code-location
@@ -46,8 +48,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
-RUN pip install --no-cache-dir -c requirements.lock . \
-    && pip install --no-cache-dir --no-deps -r model-requirements.txt \
+RUN pip install --no-cache-dir --compile -c requirements.lock . \
+    && pip install --no-cache-dir --compile --no-deps -r model-requirements.txt \
     && useradd --create-home --uid 10001 klio \
     && mkdir -p "$DAGSTER_HOME" \
     && chown klio "$DAGSTER_HOME"

@@ -24,9 +24,10 @@ import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 
 from bench.scale import instance_at  # noqa: E402
-from resources.pubsub import PubSubResource  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
-from tests.dev_stack import start_dev_stack  # noqa: E402
+from klio_dev import bytecode  # noqa: E402
+from klio_dev.stack import start_dev_stack  # noqa: E402
+from resources.pubsub import PubSubResource  # noqa: E402
 
 WEEK_H = 24 * 7
 
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--stream-s", type=float, default=600)
     parser.add_argument("--rate", type=float, default=1.0, help="events per second in the stream")
     args = parser.parse_args()
+    print(bytecode.summary())
     count = int(args.stream_s * args.rate)
     with tempfile.TemporaryDirectory(prefix="bench-growth-") as folder:
         stack = start_dev_stack(folder, demo_count=2, max_ids_per_run=500)

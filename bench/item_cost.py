@@ -3,7 +3,7 @@
 N noisy clips (bench/records.py's) go through the built-in assets' own functions, upstream
 values handed on in memory, on one core (BLAS, OpenMP and numba pinned to one thread): the media
 work alone, with no storage writes and no framework. The calls and their timing are
-``klio-profile``'s (``klio_assets.profile``), after one warm-up clip (numba compiles on the
+``klio-profile``'s (``klio_cli.profile``), after one warm-up clip (numba compiles on the
 first librosa call). Reported per asset: median and max ms per item; the total of the 12 signal
 assets (the target), and with the trained model (``note_events``) beside it.
 """
@@ -21,12 +21,13 @@ import tempfile  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from klio_assets.definitions import MEDIA_ASSETS  # noqa: E402
-from klio_assets.profile import profile_items  # noqa: E402
-from klio_assets.transcription import TRANSCRIPTION_ASSETS  # noqa: E402
-from resources.media_store import LocalMediaStore  # noqa: E402
-
 import records  # noqa: E402  (bench/records.py, beside this file)
+
+from klio_assets.builtin.transcription import TRANSCRIPTION_ASSETS  # noqa: E402
+from klio_assets.definitions import MEDIA_ASSETS  # noqa: E402
+from klio_cli.profile import profile_items  # noqa: E402
+from klio_core.media_store import LocalMediaStore  # noqa: E402
+from klio_dev import bytecode  # noqa: E402
 
 
 def main() -> int:
@@ -34,6 +35,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
+    print(bytecode.summary())
     with tempfile.TemporaryDirectory(prefix="bench-item-cost-") as folder:
         store = LocalMediaStore(folder)
         ids = records.write_noisy_catalogue(store.source_location, "clip", args.n + 1, args.seconds)

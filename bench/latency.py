@@ -45,16 +45,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import dagster as dg  # noqa: E402
+import records  # noqa: E402  (bench/records.py: noisy clips)
+import scale  # noqa: E402  (bench/scale.py: the stack's instance)
 
 from klio_assets.definitions import MEDIA_ASSETS, MEDIA_GRAPH  # noqa: E402
 from klio_assets.settings import DEV_PROJECT  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
-from resources.local_workers import SINGLE_THREADED  # noqa: E402
+from klio_dev import bytecode  # noqa: E402
+from klio_dev.local_workers import SINGLE_THREADED  # noqa: E402
+from klio_dev.stack import processes, start_dev_stack  # noqa: E402
 from resources.pubsub import PubSubResource  # noqa: E402
-from tests.dev_stack import processes, start_dev_stack  # noqa: E402
-
-import records  # noqa: E402  (bench/records.py: noisy clips)
-import scale  # noqa: E402  (bench/scale.py: the stack's instance)
 
 CORES = os.cpu_count() or 1
 DRAIN_S = 60
@@ -208,15 +208,16 @@ def steady(stream: Stream, ids: list[str], rate: float) -> tuple[dict[str, dict[
 
 def _limit_worker(args: tuple[str, list[str]]) -> tuple[float, float, int]:
     """In a fresh process: warm up on the first ID, then time the chain over the rest."""
-    from klio_assets.media_types import SourceMedia
-    from klio_assets.profile import call_chain
-    from resources.media_store import LocalMediaStore
+    from klio_core.media_store import LocalMediaStore
+    from klio_core.media_types import SourceMedia
+    from pipelines.graph import call_chain
 
     root, ids = args
     store = LocalMediaStore(root)
+    tasks = [media.task(None) for media in MEDIA_ASSETS]
 
     def run(media_id: str) -> None:
-        call_chain(MEDIA_ASSETS, SourceMedia(media_id, *store.read_source(media_id)))
+        call_chain(tasks, SourceMedia(media_id, *store.read_source(media_id)))
 
     run(ids[0])
     start = time.time()
@@ -254,6 +255,7 @@ def main() -> int:
     parser.add_argument("--dev-workers", type=int, nargs="*", default=[0, CORES],
                         help=f"stacks to compare: KLIO_DEV_WORKERS values (default 0 {CORES})")
     args = parser.parse_args()
+    print(bytecode.summary())
 
     folder = tempfile.mkdtemp(prefix="bench-latency-")
     rows, cpu_rows, held = [], [], {}
@@ -266,7 +268,8 @@ def main() -> int:
     limit = compute_bound_limit(os.path.join(folder, "limit"), limit_ids)
 
     print(f"\nmachine: {CORES} cores; {len(MEDIA_GRAPH)} media assets per ID (top-down)\n")
-    print("| events | done | p50 s | p95 s | median to run created / started / done, s | lag, first -> last fifth p50 s | rate |")
+    print("| events | done | p50 s | p95 s | median to run created / started / done, s "
+          "| lag, first -> last fifth p50 s | rate |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(row if row.count("|") > 7 else row + " | |")

@@ -28,17 +28,18 @@ sys.path.insert(0, ROOT)
 
 import dagster as dg  # noqa: E402
 import numpy as np  # noqa: E402
+import records  # noqa: E402  (bench/records.py, beside this file)
 
-from klio_assets.audio import WaveformConfig, waveform  # noqa: E402
-from klio_assets.media_asset import build_media_assets  # noqa: E402
-from klio_assets.media_types import SourceMedia  # noqa: E402
-from klio_assets.transcription import BasicPitch, NoteEventsConfig, note_events  # noqa: E402
+from klio_assets import build_media_assets  # noqa: E402
+from klio_assets.builtin.audio import WaveformConfig, waveform  # noqa: E402
+from klio_assets.builtin.transcription import BasicPitch, NoteEventsConfig, note_events  # noqa: E402
+from klio_core.media_store import LocalMediaStore  # noqa: E402
+from klio_core.media_types import SourceMedia  # noqa: E402
+from klio_dev import bytecode  # noqa: E402
 from pipelines import worker_resources  # noqa: E402
 from resources.beam import BeamRunner  # noqa: E402
-from resources.media_store import LocalMediaStore  # noqa: E402
+from resources.dagster_tags import partition_range_tags  # noqa: E402
 from resources.storage import LocalMediaStorage  # noqa: E402
-
-import records  # noqa: E402  (bench/records.py, beside this file)
 
 
 def plain_loop(store: LocalMediaStore, ids: list[str], model: BasicPitch) -> float:
@@ -61,7 +62,7 @@ def project_run(root: str, ids: list[str]) -> tuple[float, dict]:
             [build_media_assets([waveform, note_events])], instance=instance,
             resources={"media_storage": LocalMediaStorage(root=root),
                        "beam_runner": BeamRunner(pipeline_args=["--direct_running_mode=in_memory"])},
-            tags={"dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]},
+            tags=partition_range_tags(ids[0], ids[-1]),
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         elapsed = time.perf_counter() - started
         assert result.success
@@ -83,6 +84,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args()
+    print(bytecode.summary())
     with tempfile.TemporaryDirectory(prefix="bench-model-") as root:
         store = LocalMediaStore(root)
         ids = records.write_noisy_catalogue(store.source_location, "clip", args.n + 1, args.seconds)

@@ -5,7 +5,7 @@ every built-in asset (the 13 of ``klio_assets.definitions``) in ONE run, on an i
 the project's own ``dagster.yaml`` (SQLite). Reported: how much the Dagster home grew per media
 ID, and where it went, by event type, in the run's shard and in the index database; with
 ``--postgres``, also how much a PostgreSQL instance's database grew for the same run (a
-throwaway server, ``tests/postgres_server.py``).
+throwaway server, ``klio_dev/postgres.py``).
 A first run over two other IDs comes before, so that tables and files that every instance
 creates once are not counted.
 """
@@ -23,15 +23,16 @@ sys.path.insert(0, ROOT)
 
 import dagster as dg  # noqa: E402
 import numpy as np  # noqa: E402
+import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
 import soundfile  # noqa: E402
 
+from klio_assets import build_media_assets  # noqa: E402
 from klio_assets.definitions import MEDIA_ASSETS  # noqa: E402
-from klio_assets.media_asset import build_media_assets  # noqa: E402
+from klio_dev import bytecode  # noqa: E402
+from klio_dev.postgres import throwaway_postgres  # noqa: E402
 from resources.beam import BeamRunner  # noqa: E402
+from resources.dagster_tags import partition_range_tags  # noqa: E402
 from resources.storage import LocalMediaStorage  # noqa: E402
-
-import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
-from tests.postgres_server import throwaway_postgres  # noqa: E402
 
 RATE = 44100
 
@@ -47,7 +48,7 @@ def noisy_clip(seconds: float, seed: int) -> np.ndarray:
 def write_noisy_catalogue(source_dir: str, prefix: str, count: int, seconds: float) -> list[str]:
     os.makedirs(source_dir, exist_ok=True)
     ids = [f"{prefix}-{i:04d}" for i in range(count)]
-    for i, media_id in enumerate(ids):
+    for media_id in ids:
         soundfile.write(os.path.join(source_dir, media_id + ".flac"), noisy_clip(seconds, seed=hash(media_id) % 2**32),
                         RATE, subtype="PCM_16")
     return ids
@@ -93,7 +94,7 @@ def run_all(instance, root: str, ids: list[str]) -> dg.ExecuteInProcessResult:
         [build_media_assets(MEDIA_ASSETS)], instance=instance,
         resources={"media_storage": LocalMediaStorage(root=root, media_url="http://127.0.0.1:3001"),
                    "beam_runner": BeamRunner()},
-        tags={"dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]},
+        tags=partition_range_tags(ids[0], ids[-1]),
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
 
 
@@ -151,6 +152,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
     parser.add_argument("--postgres", action="store_true", help="also measure a PostgreSQL instance")
     args = parser.parse_args()
+    print(bytecode.summary())
     per_id, events = measure(args.n, args.seconds)
     on_postgres = measure_postgres(args.n, args.seconds) if args.postgres else None
     print(f"Dagster home (SQLite, project dagster.yaml), {args.n} noisy {args.seconds:g} s clips, "

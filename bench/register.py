@@ -17,7 +17,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from klio_assets.register import main as register  # noqa: E402
+from klio_cli.register import main as register  # noqa: E402
+from klio_dev import bytecode  # noqa: E402
 
 
 def timed(home: str, argv: list[str]) -> tuple[float, str]:
@@ -34,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     args = parser.parse_args()
+    print(bytecode.summary())
     with tempfile.TemporaryDirectory(prefix="bench-register-") as folder:
         sources = os.path.join(folder, "sources")
         ids = []

@@ -32,18 +32,19 @@ sys.path.insert(0, ROOT)
 
 import apache_beam as beam  # noqa: E402
 import dagster as dg  # noqa: E402
+import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from klio_assets.audio import AUDIO_ASSETS, MelSpectrogramConfig, MfccConfig, WaveformConfig  # noqa: E402
-from klio_assets.codecs import NDARRAY, WAVEFORM  # noqa: E402
-from klio_assets.demo import write_catalogue  # noqa: E402
-from klio_assets.media_asset import build_media_assets  # noqa: E402
-from klio_assets.media_types import SourceMedia  # noqa: E402
+from klio_assets import build_media_assets  # noqa: E402
+from klio_assets.builtin.audio import AUDIO_ASSETS, MelSpectrogramConfig, MfccConfig, WaveformConfig  # noqa: E402
+from klio_core.codecs import NDARRAY, WAVEFORM  # noqa: E402
+from klio_core.media_types import SourceMedia  # noqa: E402
+from klio_dev import bytecode  # noqa: E402
+from klio_dev.demo import write_catalogue  # noqa: E402
+from klio_dev.local_workers import local_workers  # noqa: E402
 from resources.beam import BeamRunner, DaskSettings  # noqa: E402
-from resources.local_workers import local_workers  # noqa: E402
+from resources.dagster_tags import partition_range_tags  # noqa: E402
 from resources.storage import LocalMediaStorage  # noqa: E402
-
-import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
 
 CHAIN = ["waveform", "mel_spectrogram", "mfcc"]
 FNS = {a.name: a.fn for a in AUDIO_ASSETS}
@@ -115,7 +116,7 @@ def project_backfill(root: str, ids: list[str], workers: int, runner: BeamRunner
             [build_media_assets(AUDIO_ASSETS)], selection=CHAIN, instance=instance,
             resources={"media_storage": LocalMediaStorage(root=root),
                        "beam_runner": runner},
-            tags={"dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]},
+            tags=partition_range_tags(ids[0], ids[-1]),
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
         elapsed = time.perf_counter() - started
     assert result.success
@@ -151,6 +152,7 @@ def main() -> int:
     parser.add_argument("--no-stack", action="store_true", help="skip (c) and (d), which start a dagster dev stack")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    print(bytecode.summary())
     if args.memory_child:
         peak_memory_child(args.memory_child)
         return 0

@@ -19,12 +19,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import records  # noqa: E402  (bench/records.py, beside this file)
 import requests  # noqa: E402
 
-from klio_assets.backfill import DagsterWebserver  # noqa: E402
-from resources.pubsub_emulator import free_port  # noqa: E402
-
-import records  # noqa: E402  (bench/records.py, beside this file)
+from klio_dev import bytecode  # noqa: E402
+from klio_dev.pubsub_emulator import free_port  # noqa: E402
+from resources.dagster_webserver import DagsterWebserver  # noqa: E402
 
 PAGE = 1000
 
@@ -61,6 +61,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=500, help="media IDs in the run")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each clip")
     args = parser.parse_args()
+    print(bytecode.summary())
     with tempfile.TemporaryDirectory(prefix="bench-run-log-") as root, records.project_instance() as (home, instance):
         ids = records.write_noisy_catalogue(os.path.join(root, "sources"), "clip", args.n, args.seconds)
         started = time.perf_counter()

@@ -26,8 +26,9 @@ sys.path.insert(0, ROOT)
 
 import dagster as dg  # noqa: E402
 
-from klio_core.partitions import media_ids  # noqa: E402
-from tests.dev_stack import start_dev_stack  # noqa: E402
+from klio_core.media_ids import PARTITIONS_NAME  # noqa: E402
+from klio_dev.stack import start_dev_stack  # noqa: E402
+from resources.dagster_tags import BACKFILL_TAG, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, SENSOR_NAME_TAG  # noqa: E402
 
 SENSOR = "pubsub_media_events"
 LOCATION = {"repositoryLocationName": "klio_assets", "repositoryName": "__repository__"}
@@ -88,16 +89,16 @@ def instance_at(home: str):
 
 
 def ids_in_runs(instance, runs) -> set[str]:
-    keys = instance.get_dynamic_partitions(media_ids.name)
+    keys = instance.get_dynamic_partitions(PARTITIONS_NAME)
     index = {key: i for i, key in enumerate(keys)}
     covered = set()
     for run in runs:
-        start = run.tags.get("dagster/asset_partition_range_start")
-        end = run.tags.get("dagster/asset_partition_range_end")
+        start = run.tags.get(RANGE_START_TAG)
+        end = run.tags.get(RANGE_END_TAG)
         if start in index and end in index:
             covered.update(keys[index[start]:index[end] + 1])
-        elif "dagster/partition" in run.tags:
-            covered.add(run.tags["dagster/partition"])
+        elif PARTITION_TAG in run.tags:
+            covered.add(run.tags[PARTITION_TAG])
     return covered
 
 
@@ -110,7 +111,7 @@ def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.25):
 
 
 def sensor_runs(instance):
-    return instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": SENSOR}))
+    return instance.get_runs(dg.RunsFilter(tags={SENSOR_NAME_TAG: SENSOR}))
 
 
 def publish_and_wait(stack, instance, folder: str, ids: list[str], timeout_s: float) -> tuple[float, float]:
@@ -149,13 +150,13 @@ def run(ingest_n: int, scale_n: int, launch_n: int, max_ids_per_run: int = 500, 
         figures["ingest_runs"] = len(sensor_runs(instance))
 
         # (d) scale: register up to scale_n IDs
-        have = len(instance.get_dynamic_partitions(media_ids.name))
+        have = len(instance.get_dynamic_partitions(PARTITIONS_NAME))
         started = time.perf_counter()
         extra = [f"catalogue-{i:06d}" for i in range(max(0, scale_n - have))]
         for chunk in range(0, len(extra), 10_000):
-            instance.add_dynamic_partitions(media_ids.name, extra[chunk:chunk + 10_000])
+            instance.add_dynamic_partitions(PARTITIONS_NAME, extra[chunk:chunk + 10_000])
         figures["register_s"] = time.perf_counter() - started
-        figures["registered"] = len(instance.get_dynamic_partitions(media_ids.name))
+        figures["registered"] = len(instance.get_dynamic_partitions(PARTITIONS_NAME))
 
         page = []
         for _ in range(3):
@@ -173,7 +174,7 @@ def run(ingest_n: int, scale_n: int, launch_n: int, max_ids_per_run: int = 500, 
         figures["tick_s"] = max(sensor_tick_seconds(server, tick_started))
 
         # (d) backfill launch
-        launch_ids = instance.get_dynamic_partitions(media_ids.name)[-launch_n:]
+        launch_ids = instance.get_dynamic_partitions(PARTITIONS_NAME)[-launch_n:]
         asset_keys = server.media_asset_keys()
         started = time.perf_counter()
         backfill_id = server.launch_backfill(asset_keys, launch_ids)
@@ -181,7 +182,7 @@ def run(ingest_n: int, scale_n: int, launch_n: int, max_ids_per_run: int = 500, 
         expected_runs = -(-len(launch_ids) // max_ids_per_run)
 
         def backfill_runs():
-            return instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+            return instance.get_runs(dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))
 
         wait_for(lambda: len(backfill_runs()) >= expected_runs, timeout_s,
                  f"{expected_runs} runs of backfill {backfill_id}", poll_s=0.5)

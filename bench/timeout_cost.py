@@ -17,7 +17,8 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from klio_assets.media_types import Waveform  # noqa: E402
+from klio_core.media_types import Waveform  # noqa: E402
+from klio_dev import bytecode  # noqa: E402
 from pipelines.isolation import ChildCaller  # noqa: E402
 
 
@@ -42,6 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50)
     args = parser.parse_args()
+    print(bytecode.summary())
     samples = (0.1 * np.random.default_rng(0).standard_normal(30 * 22050)).astype(np.float32)
     kwargs = {"waveform": Waveform(samples, 22050)}
     caller = ChildCaller()
@@ -51,8 +53,8 @@ def main() -> None:
     print(f"| call (30 s waveform in, {samples.nbytes / 1e6:.1f} MB) | direct, ms | in a child, ms | extra, ms |")
     print("| --- | --- | --- | --- |")
     for fn, label in ((peak, "peak (1 value back)"), (identity, "identity (the array back)")):
-        direct = per_call_ms(lambda: fn(**kwargs), args.calls)
-        child = per_call_ms(lambda: caller.call(fn, kwargs, timeout_s=60), args.calls)
+        direct = per_call_ms(lambda fn=fn: fn(**kwargs), args.calls)
+        child = per_call_ms(lambda fn=fn: caller.call(fn, kwargs, timeout_s=60), args.calls)
         print(f"| {label} | {direct:.2f} | {child:.2f} | {child - direct:.2f} |")
     caller.close()
     print(f"\nstarting a child and its first call: {start_ms:.0f} ms")

@@ -7,16 +7,15 @@ environment through ``klio_assets.settings.Settings``, which lists every variabl
 import dagster as dg
 
 from jobs import build_media_job
-from klio_assets.audio import AUDIO_ASSETS
-from klio_assets.media_asset import build_media_assets, media_asset_graph
+from klio_assets import build_media_assets
+from klio_assets.builtin import BUILTIN_ASSETS
 from klio_assets.settings import Settings
-from klio_assets.transcription import TRANSCRIPTION_ASSETS
-from klio_assets.vocal_separation import VOCAL_SEPARATION_ASSETS
+from pipelines.graph import asset_graph
 from sensors.pubsub_sensor import build_pubsub_sensor
 
 SETTINGS = Settings.from_env()
-MEDIA_ASSETS = AUDIO_ASSETS + VOCAL_SEPARATION_ASSETS + TRANSCRIPTION_ASSETS
-MEDIA_GRAPH = media_asset_graph(MEDIA_ASSETS)  # its keys: "every media asset", for the job and events
+MEDIA_ASSETS = BUILTIN_ASSETS
+MEDIA_GRAPH = asset_graph(MEDIA_ASSETS)  # its keys: "every media asset", for the job and events
 MEDIA_STORAGE = SETTINGS.media_storage()
 PUBSUB = SETTINGS.pubsub()
 

@@ -17,7 +17,7 @@ the variable.
 | ``KLIO_PUBSUB_EMULATOR_PORT`` | ``pubsub_emulator_port``: where ``klio-dev`` starts the emulator | 8085 |
 | ``KLIO_MEDIA_PORT`` | ``media_port``: where ``klio-dev`` serves the data folder | 3001 |
 | ``KLIO_DEMO_COUNT`` | ``demo_count``: clips in ``klio-dev``'s demo catalogue | 12 |
-| ``KLIO_DEV_WORKERS`` | ``dev_workers``: warm Beam worker processes ``klio-dev`` starts for the code location's runs (``resources.local_workers``) when no runner is configured; 0: each run computes in its own process (DirectRunner) | one per core |
+| ``KLIO_DEV_WORKERS`` | ``dev_workers``: warm Beam worker processes ``klio-dev`` starts for the code location's runs (``klio_dev.local_workers``) when no runner is configured; 0: each run computes in its own process (DirectRunner) | one per core |
 | ``KLIO_SENSOR_HOLD_WHILE_QUEUED`` | ``sensor_hold_while_queued``: new events wait in Pub/Sub while a sensor run waits in the run queue, so runs grow under load (``sensors.pubsub_sensor``) | true |
 | ``KLIO_BEAM_RUNNER``, ``KLIO_BEAM_ARGS``, ``KLIO_DATAFLOW_*``, ``KLIO_DASK_*`` | ``beam_runner``: see ``resources.beam.beam_runner_from`` | the DirectRunner |
 
@@ -29,9 +29,9 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from klio_assets.media_asset import DEFAULT_MAX_IDS_PER_RUN
+from klio_assets.framework.media_asset import DEFAULT_MAX_IDS_PER_RUN
+from klio_core.media_store import DEFAULT_SOURCE_SUFFIXES, parse_suffixes
 from resources.beam import BeamRunner, beam_runner_from
-from resources.media_store import DEFAULT_SOURCE_SUFFIXES, parse_suffixes
 from resources.pubsub import PubSubResource
 from resources.storage import GCSMediaStorage, LocalMediaStorage
 

@@ -22,6 +22,8 @@ first rule allowed, but those with capitals) keep the path they had.
 
 import string
 
+PARTITIONS_NAME = "media_ids"
+"""The Dagster dynamic partitions that hold the media IDs (``klio_assets.framework.partitions``)."""
 MAX_MEDIA_ID_LENGTH = 256
 MAX_STORED_SEGMENT = 200  # bytes of one escaped segment: 255 per name, less suffixes and temporary names
 _KEPT = frozenset(string.ascii_lowercase + string.digits + "-_.")
@@ -57,8 +59,10 @@ def validate_media_id(media_id: object) -> str:
 
 
 def storage_name(media_id: str) -> str:
-    """The relative path (without suffix) under which ``media_id``'s outputs are stored."""
-    return "/".join(_escape(segment) for segment in validate_media_id(media_id).split("/"))
+    """The relative path (without suffix) under which ``media_id``'s outputs are stored. The ID
+    must be valid already: it is checked once, where it enters (an event, a registration, a
+    worker's pass), not on every path derived from it."""
+    return "/".join(_escape(segment) for segment in media_id.split("/"))
 
 
 def media_id_from_storage_name(name: str) -> str:

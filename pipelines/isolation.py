@@ -43,11 +43,10 @@ class ChildCaller:
 
     def call(self, fn, kwargs: dict, timeout_s: float):
         """``fn(**kwargs)`` in the child; ``ItemTimeout`` (and the child killed) past ``timeout_s``."""
-        if self.pid is None:
-            self._start()
+        connection = self._connection if self.pid is not None and self._connection is not None else self._start()
         try:
-            self._connection.send_bytes(cloudpickle.dumps((fn, kwargs)))
-            ready = self._connection.poll(timeout_s)
+            connection.send_bytes(cloudpickle.dumps((fn, kwargs)))
+            ready = connection.poll(timeout_s)
         except OSError as e:
             self.close()
             raise ChildDied(f"the worker process for this call ended ({e})") from e
@@ -55,7 +54,7 @@ class ChildCaller:
             self.close()
             raise ItemTimeout(f"timed out after {timeout_s:g} s (its process was stopped)")
         try:
-            ok, payload = pickle.loads(self._connection.recv_bytes())
+            ok, payload = pickle.loads(connection.recv_bytes())
         except (EOFError, OSError) as e:
             code = self._process.wait() if self._process else None
             self.close()
@@ -74,7 +73,7 @@ class ChildCaller:
             self._connection.close()
         self._process = self._connection = None
 
-    def _start(self) -> None:
+    def _start(self) -> Connection:
         parent, child = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
@@ -83,6 +82,7 @@ class ChildCaller:
         finally:
             child.close()
         self._connection = Connection(parent.detach())
+        return self._connection
 
 
 _local = threading.local()

@@ -8,14 +8,16 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines.items import FAILED, ItemResult, ItemTask
+from klio_core.media_store import MediaStore
+from klio_core.records import ItemResult, ItemStatus
 from pipelines.metrics import metrics_namespace
+from pipelines.specs import ItemTask
 from pipelines.transforms import ProcessMediaItems
 
 NO_RESULT = "no result came back from the pipeline"
 
 
-def build_media_pipeline(tasks: Sequence[ItemTask], store, media_ids: list[str], options: PipelineOptions,
+def build_media_pipeline(tasks: Sequence[ItemTask], store: MediaStore, media_ids: list[str], options: PipelineOptions,
                          results_prefix: str, flush_interval_s: float = 2.0) -> beam.Pipeline:
     """The pipeline that passes each of ``media_ids`` through ``tasks``: one ``ProcessMediaItems``
     step whose workers write their per-item results under ``results_prefix`` through the store,
@@ -41,7 +43,7 @@ class MediaPipelineRun:
     with ``NO_RESULT``). After ``results()`` is exhausted, ``counters`` holds each task's counts.
     """
 
-    def __init__(self, tasks: Sequence[ItemTask], store, media_ids: list[str], options: PipelineOptions,
+    def __init__(self, tasks: Sequence[ItemTask], store: MediaStore, media_ids: list[str], options: PipelineOptions,
                  scratch_uri: str, poll_interval_s: float = 2.0):
         self.tasks = tuple(tasks)
         self.store = store
@@ -78,7 +80,7 @@ class MediaPipelineRun:
         if "error" in finished:
             raise finished["error"]
         batch = self._read_new()
-        batch += [ItemResult(media_id, FAILED, NO_RESULT, task=task.name)
+        batch += [ItemResult(media_id, ItemStatus.FAILED, NO_RESULT, task=task.name)
                   for media_id in self.media_ids for task in self.tasks if (task.name, media_id) not in self._seen]
         if batch:
             yield batch
@@ -116,7 +118,7 @@ def _counters(result, task_name: str, results) -> dict[str, int]:
         mine = [r for r in results if r.task == task_name]
         counters = {"received": len(mine), "retried": sum(r.retries for r in mine)}
         for r in mine:
-            counters[r.status] = counters.get(r.status, 0) + 1
+            counters[str(r.status)] = counters.get(str(r.status), 0) + 1
         return counters
     counters = {}
     for counter in query["counters"]:

@@ -22,8 +22,11 @@ from collections.abc import Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipelines.items import STATES, ItemTask, process_chain
+from klio_core.media_store import MediaStore
+from klio_core.records import ItemResult, ItemStatus
+from pipelines.items import process_chain
 from pipelines.metrics import metrics_namespace
+from pipelines.specs import ItemTask
 
 
 class _TaskCounters:
@@ -32,11 +35,11 @@ class _TaskCounters:
     def __init__(self, name: str):
         namespace = metrics_namespace(name)
         self.received = Metrics.counter(namespace, "received")
-        self.by_state = {state: Metrics.counter(namespace, state) for state in STATES}
+        self.by_state = {state: Metrics.counter(namespace, str(state)) for state in ItemStatus}
         self.retried = Metrics.counter(namespace, "retried")
         self.item_ms = Metrics.distribution(namespace, "item_ms")
 
-    def count(self, result) -> None:
+    def count(self, result: ItemResult) -> None:
         self.received.inc()
         self.by_state[result.status].inc()
         if result.retries:
@@ -53,7 +56,7 @@ class ProcessItemFn(beam.DoFn):
     and media ID).
     """
 
-    def __init__(self, tasks: Sequence[ItemTask], store, results_prefix: str | None = None,
+    def __init__(self, tasks: Sequence[ItemTask], store: MediaStore, results_prefix: str | None = None,
                  flush_interval_s: float = 2.0):
         self.tasks = tuple(tasks)
         self.store = store
@@ -70,7 +73,7 @@ class ProcessItemFn(beam.DoFn):
             self.counters[result.task].count(result)
             if self.results_prefix:
                 self._pending.append(json.dumps(result.to_json()))
-            yield beam.pvalue.TaggedOutput(result.status, result)
+            yield beam.pvalue.TaggedOutput(str(result.status), result)
         if self._pending and time.monotonic() - self._last_flush >= self.flush_interval_s:
             self._flush()
 
@@ -87,7 +90,7 @@ class ProcessItemFn(beam.DoFn):
 class ProcessMediaItems(beam.PTransform):
     """Media IDs in; ``materialized``, ``skipped``, ``dropped`` and ``failed`` PCollections of ``ItemResult`` out."""
 
-    def __init__(self, tasks: Sequence[ItemTask], store, results_prefix: str | None = None,
+    def __init__(self, tasks: Sequence[ItemTask], store: MediaStore, results_prefix: str | None = None,
                  flush_interval_s: float = 2.0, label=None):
         super().__init__(label)
         self.fn = ProcessItemFn(tasks, store, results_prefix, flush_interval_s)
@@ -96,5 +99,5 @@ class ProcessMediaItems(beam.PTransform):
         return (
             media_ids
             | "Distribute" >> beam.Reshuffle()
-            | "ProcessItem" >> beam.ParDo(self.fn).with_outputs(*STATES)
+            | "ProcessItem" >> beam.ParDo(self.fn).with_outputs(*map(str, ItemStatus))
         )

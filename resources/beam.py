@@ -9,14 +9,15 @@ another is configuration only.
 import re
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from apache_beam.options.pipeline_options import PipelineOptions
 from pydantic import Field, field_validator
 
-from pipelines.items import ItemTask
+from klio_core.media_store import MediaStore
 from pipelines.run import MediaPipelineRun
+from pipelines.specs import ItemTask
 
 # Short names for runners that Beam only knows by their full class path.
 RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
@@ -119,7 +120,7 @@ class BeamRunner(dg.ConfigurableResource):
         return PipelineOptions([f"--runner={runner}", f"--job_name={job_name}", *runner_args,
                                 *self.pipeline_args])
 
-    def run(self, tasks: Sequence[ItemTask], store, media_ids: list[str], run_id: str) -> MediaPipelineRun:
+    def run(self, tasks: Sequence[ItemTask], store: MediaStore, media_ids: list[str], run_id: str) -> MediaPipelineRun:
         """One pipeline that passes each media ID through ``tasks``; iterate its ``results()``."""
         job_name = re.sub(r"[^a-z0-9-]", "-", f"klio-media-{run_id[:8]}".lower())
         return MediaPipelineRun(tasks, store, media_ids, self.pipeline_options(job_name),
@@ -135,12 +136,13 @@ def beam_runner_from(environ: Mapping[str, str]) -> BeamRunner:
     - ``KLIO_DATAFLOW_<FIELD>``: each ``DataflowSettings`` field, e.g. ``KLIO_DATAFLOW_PROJECT``;
     - ``KLIO_DASK_<FIELD>``: each ``DaskSettings`` field, e.g. ``KLIO_DASK_CLIENT_ADDRESS``.
     """
-    settings = {}
+    settings: dict[str, Any] = {}
     for name, cls in (("dataflow", DataflowSettings), ("dask", DaskSettings)):
         fields = {field: environ[f"KLIO_{name.upper()}_{field.upper()}"] for field in cls.model_fields
                   if f"KLIO_{name.upper()}_{field.upper()}" in environ}
         if fields:  # pydantic converts the strings ("40", "false") to the fields' types
-            settings[name] = cls(**fields)
-    runner = environ.get("KLIO_BEAM_RUNNER", "DirectRunner")
-    extra = shlex.split(environ["KLIO_BEAM_ARGS"]) if "KLIO_BEAM_ARGS" in environ else None
-    return BeamRunner(runner=runner, **({"pipeline_args": extra} if extra is not None else {}), **settings)
+            settings[name] = cls.model_validate(fields)
+    settings["runner"] = environ.get("KLIO_BEAM_RUNNER", "DirectRunner")
+    if "KLIO_BEAM_ARGS" in environ:
+        settings["pipeline_args"] = shlex.split(environ["KLIO_BEAM_ARGS"])
+    return BeamRunner(**settings)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 from google.api_core.exceptions import AlreadyExists
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1  # type: ignore[attr-defined]  # a namespace package mypy does not follow
 from pydantic import Field, PrivateAttr
 
 PULL_BATCH = 1000  # the most messages one pull returns
@@ -89,7 +89,7 @@ class PubSubResource(dg.ConfigurableResource):
         """Up to ``max_messages`` received messages; returns early when the subscription is drained.
         With ``wait_s``, an empty subscription is polled (every ``WAIT_POLL_S``) until a message
         arrives or ``wait_s`` has passed, so that a message published meanwhile is taken at once."""
-        received = []
+        received: list = []
         deadline = time.monotonic() + wait_s
         while len(received) < max_messages:
             response = self.subscriber.pull(

@@ -55,6 +55,7 @@ SQLite storage (delete the block) and the instance reads the same files, only sl
 import os
 from collections import OrderedDict
 from contextlib import contextmanager
+from typing import Any, cast
 
 import sqlalchemy as db
 from dagster import DagsterEventType, Field
@@ -153,13 +154,13 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
                 SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id,
                                                            sort_by_parameter_order=True), rows)
             event_ids = [row[0] for row in inserted]
-            assets = [(e, i) for e, i in zip(events, event_ids)
+            assets = [(e, i) for e, i in zip(events, event_ids, strict=True)
                       if e.get_dagster_event().event_type in MIRRORED_ASSET_EVENTS]
             self._store_asset_event_tags(conn, [e for e, _ in assets], [i for _, i in assets])
             last_per_asset = {e.get_dagster_event().asset_key: (e, i) for e, i in assets}
             for event, event_id in last_per_asset.values():
                 self._store_asset_event(conn, event, event_id)
-        for event, event_id in zip(events, event_ids):  # these open their own connection
+        for event, event_id in zip(events, event_ids, strict=True):  # these open their own connection
             if event.get_dagster_event().event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
                 self.store_asset_check_event(event, event_id)
 
@@ -209,10 +210,12 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         """As the parent, but the watcher also wakes on writes to the WAL file: with connections
         kept open, the main database file changes only at checkpoints."""
         if not self._obs:
-            self._obs = Observer()
-            self._obs.start()
+            observer: Any = Observer()  # Dagster's class types the attribute None until it starts one
+            observer.start()
+            self._obs = observer
         watchdog = _WalAwareWatchdog(self, run_id, callback, cursor)
-        self._watchers[run_id][callback] = (watchdog, self._obs.schedule(watchdog, self._base_dir, recursive=True))
+        scheduled = cast(Any, self._obs).schedule(watchdog, self._base_dir, recursive=True)
+        self._watchers[run_id][callback] = (watchdog, scheduled)
 
     def dispose(self) -> None:
         with self._db_lock:

@@ -6,7 +6,7 @@ from urllib.parse import quote
 import dagster as dg
 from pydantic import Field
 
-from resources.media_store import DEFAULT_SOURCE_SUFFIXES, GCSMediaStore, LocalMediaStore, MediaStore
+from klio_core.media_store import DEFAULT_SOURCE_SUFFIXES, GCSMediaStore, LocalMediaStore, MediaStore
 
 
 class LocalMediaStorage(dg.ConfigurableResource):

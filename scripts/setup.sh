@@ -21,7 +21,11 @@ if [ ! -e "$stamp" ]; then
   echo "setup: installing the locked dependency set into $VENV"
   # uv installs the locked set in seconds where pip takes minutes (README, "Two commands").
   "$VENV/bin/python" -m pip install --quiet "uv==$UV_VERSION"
-  uv=("$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python")
+  # --compile-bytecode writes every installed module's .pyc now: these machines (and many
+  # images) set PYTHONDONTWRITEBYTECODE=1, and without it every process would compile Dagster,
+  # Beam and librosa from source again (about 7 s against under 3 s to import the definitions;
+  # ../shared/FACTS.md). Each call compiles the whole site-packages, skipping what is current.
+  uv=("$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python")
   "${uv[@]}" -c "$ROOT/requirements.lock" -e "$ROOT[test]"
   "${uv[@]}" --no-deps -r "$ROOT/model-requirements.txt"
   # The first librosa call in a fresh environment compiles numba kernels into their on-disk

@@ -15,9 +15,8 @@ import dagster as dg
 
 from klio_core.run_tags import FORCE_TAG, PING_TAG
 from klio_core.wire import MediaEvent
-
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
+from pipelines.graph import upstream_closure
+from resources.dagster_tags import partition_range_tags
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class RunPlan:
         return "pubsub-" + hashlib.sha256(body.encode()).hexdigest()[:32]
 
     def run_request(self) -> dg.RunRequest:
-        tags = {RANGE_START_TAG: self.media_ids[0], RANGE_END_TAG: self.media_ids[-1]}
+        tags = partition_range_tags(self.media_ids[0], self.media_ids[-1])
         if self.force:
             tags[FORCE_TAG] = "true"
         if self.ping:
@@ -57,14 +56,7 @@ def selection_for(event: MediaEvent, upstream: Mapping[str, Sequence[str]]) -> t
     existing outputs the run then skips, so only missing ones are produced)."""
     if not event.recipients:
         return tuple(sorted(upstream))
-    selected: set[str] = set()
-    pending = list(event.recipients)
-    while pending:
-        asset = pending.pop()
-        if asset not in selected:
-            selected.add(asset)
-            pending.extend(u for u in upstream[asset] if u in upstream)
-    return tuple(sorted(selected))
+    return tuple(sorted(upstream_closure(upstream, event.recipients)))
 
 
 def plan_runs(received: Sequence[Received], registered: Sequence[str],

@@ -10,7 +10,7 @@ Each tick:
    ``max_ids_per_run``. Under load runs grow, and each run's fixed cost (a new process, its
    imports) is paid for more IDs; when the stack keeps up, nothing waits;
 2. pulls at most ``max_messages_per_tick`` messages (waiting up to ``wait_for_events_s`` for the
-   first, when there is none yet) and decodes them (``sensors.events``);
+   first, when there is none yet) and decodes them (``klio_core.wire``);
 3. dead-letters and acknowledges bad events at once, with the reason;
 4. acknowledges redeliveries of messages an earlier tick already recorded;
 5. returns one partitions request for the new IDs, run requests batched per
@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 import dagster as dg
 from google.api_core.exceptions import GoogleAPICallError
 
-from klio_core.partitions import media_ids
+from klio_core.media_ids import PARTITIONS_NAME
+from klio_core.wire import BadEvent, parse_event
+from resources.dagster_tags import SENSOR_NAME_TAG
 from resources.pubsub import PubSubResource, message_key
-from sensors.events import BadEvent, parse_event
 from sensors.planning import Received, plan_runs
 
 REDELIVERY_GRACE_S = 120  # how long a key stays remembered after its ack was confirmed in time
 MESSAGE_RETENTION_S = 7 * 24 * 3600  # Pub/Sub's default: an unacked message is redelivered until then
-SENSOR_NAME_TAG = "dagster/sensor_name"  # Dagster's tag on the runs a sensor requested
 WAIT_FOR_EVENTS_S = 4.0  # within the daemon's 5 s between ticks, and well inside any ack deadline
 
 
@@ -103,7 +103,7 @@ def build_pubsub_sensor(
 ) -> dg.SensorDefinition:
     """A sensor that pulls the ``pubsub`` resource's subscription and requests runs of the media
     assets named by ``upstream`` (every media asset -> the media assets it reads; see
-    ``klio_assets.media_asset.media_asset_graph``). A top-down event runs all of them.
+    ``pipelines.graph.asset_graph``). A top-down event runs all of them.
     ``hold_while_queued``: pull nothing while a run of this sensor waits in the queue (step 1).
 
     Dagster's sensor daemon looks at its sensors every 5 s, and runs a tick only if at least
@@ -111,18 +111,18 @@ def build_pubsub_sensor(
     skip every other look (4.99 s < 5 s). So the interval is 1 s and the daemon sets the pace: a
     tick every 5 s. A tick that finds no message waits up to ``wait_for_events_s`` for the first
     one, so an event published while a tick listens becomes a run at once, not at the next tick."""
-    upstream = {asset: tuple(inputs) for asset, inputs in upstream.items()}
+    graph = {asset: tuple(inputs) for asset, inputs in upstream.items()}
 
     @dg.sensor(
         name=name,
-        asset_selection=[dg.AssetKey(a) for a in upstream],
+        asset_selection=[dg.AssetKey(a) for a in graph],
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description="Turns Pub/Sub new-content events (KlioMessage, JSON or plain media ID) into "
                     "media_ids partitions and runs: top-down, bottom-up, force and ping.",
     )
     def _sensor(context: dg.SensorEvaluationContext, pubsub: PubSubResource):
-        return evaluate_tick(context, pubsub, upstream, max_ids_per_run, max_messages_per_tick,
+        return evaluate_tick(context, pubsub, graph, max_ids_per_run, max_messages_per_tick,
                              redelivery_grace_s=redelivery_grace_s, message_retention_s=message_retention_s,
                              wait_s=wait_for_events_s, hold_while_queued_as=name if hold_while_queued else None)
 
@@ -177,7 +177,7 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
         acked_at = clock()
         state.remembered.update({key: int(acked_at + redelivery_grace_s) for _, key in ack_now})
 
-    new_ids, plans = plan_runs(received, context.instance.get_dynamic_partitions(media_ids.name),
+    new_ids, plans = plan_runs(received, context.instance.get_dynamic_partitions(PARTITIONS_NAME),
                                upstream, max_ids_per_run)
     for plan in plans:
         mode = "ping" if plan.ping else ("top-down" if len(plan.assets) == len(upstream) else "bottom-up")
@@ -192,7 +192,7 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=state.dump())
     return dg.SensorResult(
         run_requests=[plan.run_request() for plan in plans],
-        dynamic_partitions_requests=[media_ids.build_add_request(new_ids)] if new_ids else None,
+        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(PARTITIONS_NAME, new_ids)] if new_ids else None,
         cursor=state.dump(),
     )
 

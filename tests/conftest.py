@@ -5,11 +5,12 @@ import shutil
 import dagster as dg
 import pytest
 
-from klio_assets.demo import write_catalogue
-from klio_core.partitions import media_ids
+from klio_core.media_ids import PARTITIONS_NAME
+from klio_dev.demo import write_catalogue
+from klio_dev.pubsub_emulator import PubSubEmulator, free_port
 from resources.beam import BeamRunner
+from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 from resources.pubsub import PubSubResource
-from resources.pubsub_emulator import PubSubEmulator, free_port
 from resources.storage import LocalMediaStorage
 
 CLIP_SECONDS = 1.5
@@ -85,10 +86,10 @@ def instance():
 def materialize_ids(assets, ids, instance, resources, tags=None, **kwargs) -> dg.ExecuteInProcessResult:
     """Materialize ``ids`` in ONE run, as a backfill run does: register them in this order (so they
     form one contiguous range of ``media_ids``) and run the range."""
-    new = [i for i in ids if not instance.has_dynamic_partition(media_ids.name, i)]
-    instance.add_dynamic_partitions(media_ids.name, new)
-    tags = {**(tags or {}), "dagster/asset_partition_range_start": ids[0],
-            "dagster/asset_partition_range_end": ids[-1]}
+    new = [i for i in ids if not instance.has_dynamic_partition(PARTITIONS_NAME, i)]
+    instance.add_dynamic_partitions(PARTITIONS_NAME, new)
+    tags = {**(tags or {}), RANGE_START_TAG: ids[0],
+            RANGE_END_TAG: ids[-1]}
     return dg.materialize(assets, instance=instance, resources=resources, tags=tags, **kwargs)
 
 

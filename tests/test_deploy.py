@@ -27,7 +27,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from resources.pubsub_emulator import free_port
+from klio_dev.pubsub_emulator import free_port
+from resources.dagster_tags import PARTITION_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -64,8 +65,10 @@ def test_dockerfile_matches_the_project():
     for stage in ("beam-worker", "code-location"):
         body = DOCKERFILE.split(f" AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
         assert "COPY --from=source /src /opt/klio" in body, stage
-        assert "pip install --no-cache-dir -c requirements.lock ." in body, stage  # the locked set
-        assert "pip install --no-cache-dir --no-deps -r model-requirements.txt" in body, stage  # the model
+        # the locked set and the model, with their bytecode written at build time (every
+        # process would compile them from source again where PYTHONDONTWRITEBYTECODE is set)
+        assert "pip install --no-cache-dir --compile -c requirements.lock ." in body, stage
+        assert "pip install --no-cache-dir --compile --no-deps -r model-requirements.txt" in body, stage
     module = PYPROJECT["tool"]["dagster"]["module_name"]
     assert f'"--module-name", "{module}"' in DOCKERFILE
     dockerignore = (ROOT / ".dockerignore").read_text().split()
@@ -197,7 +200,7 @@ class StandInKubernetesApi(BaseHTTPRequestHandler):
 
     received: list = []
 
-    def do_POST(self):  # noqa: N802 (http.server's naming)
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append((self.path, body))
         ok = re.fullmatch(r"/apis/batch/v1/namespaces/[^/]+/jobs", self.path)
@@ -262,14 +265,14 @@ def test_k8s_run_launcher_sends_a_valid_job_for_a_media_run(tmp_path, kubernetes
     env = {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_K8S_NAMESPACE": "klio",
            "DAGSTER_K8S_INSTANCE_CONFIG_MAP": "dagster-instance"}
     launch = [sys.executable, "-m", "dagster", "job", "launch", "--grpc-host", "127.0.0.1",
-              "--grpc-port", str(code_server), "-j", "media_job", "--tags", json.dumps({"dagster/partition": "track-1"})]
+              "--grpc-port", str(code_server), "-j", "media_job", "--tags", json.dumps({PARTITION_TAG: "track-1"})]
     deadline = time.monotonic() + 120  # the code server is loading the definitions
     while (result := subprocess.run(launch, cwd=tmp_path, env=env, capture_output=True, text=True)).returncode:
         assert time.monotonic() < deadline and "UNAVAILABLE" in result.stderr + result.stdout, result.stderr
         time.sleep(1)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         [run] = instance.get_runs()
-    assert (run.job_name, run.tags["dagster/partition"]) == ("media_job", "track-1")
+    assert (run.job_name, run.tags[PARTITION_TAG]) == ("media_job", "track-1")
 
     [(path, job)] = received
     assert path == "/apis/batch/v1/namespaces/klio/jobs"

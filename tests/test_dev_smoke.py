@@ -11,7 +11,8 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from klio_assets.definitions import MEDIA_GRAPH
-from tests.dev_stack import start_dev_stack, wait_until
+from klio_dev.stack import start_dev_stack, wait_until
+from resources.dagster_tags import PARTITION_TAG, RANGE_START_TAG
 
 ASSETS = ["waveform", "spectrogram", "mel_spectrogram", "mfcc",
           "waveform_plot", "spectrogram_plot", "mel_spectrogram_plot", "mfcc_plot"]
@@ -36,7 +37,7 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
 
         # Materialize one media ID, as the UI's "Materialize" on one partition does.
         client = DagsterGraphQLClient("127.0.0.1", port_number=dev.port)
-        run_id = client.submit_job_execution("media_job", tags={"dagster/partition": "demo-000-tone"})
+        run_id = client.submit_job_execution("media_job", tags={PARTITION_TAG: "demo-000-tone"})
         wait_until(lambda: client.get_run_status(run_id) in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE),
                    300, f"run {run_id}", dev.log_path)
         assert client.get_run_status(run_id) == DagsterRunStatus.SUCCESS
@@ -51,7 +52,7 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
         assert len(backfill["runs"]) == 2
         for run in backfill["runs"]:
             tags = {t["key"]: t["value"] for t in run["tags"]}
-            assert "dagster/asset_partition_range_start" in tags and run["status"] == "SUCCESS"
+            assert RANGE_START_TAG in tags and run["status"] == "SUCCESS"
         assert all(outputs_exist(data_root, i) for i in ids)
         assert materialized() == {"numMaterialized": 5, "numPartitions": 5}
 

@@ -45,3 +45,11 @@ def test_this_environment_was_installed_from_the_lock():
         if name in pins and dist.version != pins[name]:
             differ[name] = (dist.version, pins[name])
     assert not differ, f"installed vs locked: {differ}; run scripts/setup.sh"
+
+
+def test_every_installed_module_has_its_bytecode():
+    """scripts/setup.sh compiles bytecode at install, whatever PYTHONDONTWRITEBYTECODE says."""
+    from klio_dev.bytecode import coverage
+
+    compiled, total, missing = coverage()
+    assert total > 10_000 and compiled == total, f"{total - compiled} of {total} without a .pyc, e.g. {missing}"

@@ -11,8 +11,8 @@ import yaml
 from dagster import DagsterInstance
 
 from klio_core.wire import MediaEvent, encode_event
-from tests.dev_stack import ROOT
-from tests.postgres_server import throwaway_postgres
+from klio_dev.postgres import throwaway_postgres
+from klio_dev.stack import ROOT
 
 pytestmark = pytest.mark.slow
 

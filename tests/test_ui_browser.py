@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from tests.dev_stack import ROOT, start_dev_stack, wait_until
+from klio_dev.stack import ROOT, start_dev_stack, wait_until
+from resources.dagster_tags import PARTITION_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +102,7 @@ def test_b_materialize_one_media_id_and_wait_for_success(page, dev):
     launch = launch_from_dialog(page, dev, ["demo-000-tone"], "Launch 1 run")
     shoot(page, "b-materialize-one-dialog")
     launch.click()
-    runs = lambda: dev.server.query(RUNS_FOR, {"tags": [{"key": "dagster/partition", "value": "demo-000-tone"}]})[  # noqa: E731
+    runs = lambda: dev.server.query(RUNS_FOR, {"tags": [{"key": PARTITION_TAG, "value": "demo-000-tone"}]})[  # noqa: E731
         "runsOrError"]["results"]
     wait_until(lambda: len(runs()) == 1, 60, "the run to be created", dev.log_path)
     run_id = runs()[0]["runId"]

@@ -18,7 +18,9 @@ def test_bench_prints_every_measure_with_figures():
                          capture_output=True, text=True, timeout=1200, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     table = [line for line in run.stdout.splitlines() if line.startswith("| (")]
-    assert [line.split("|")[1].strip()[:3] for line in table] == ["(a)"] * (2 + 3 * ((os.cpu_count() or 1) > 1)) + ["(b)", "(e)", "(c)", "(d)", "(d)", "(d)"]
+    rows_a = 2 + 3 * ((os.cpu_count() or 1) > 1)
+    expected = ["(a)"] * rows_a + ["(b)", "(e)", "(c)", "(d)", "(d)", "(d)"]
+    assert [line.split("|")[1].strip()[:3] for line in table] == expected
     assert re.search(r"\(iii\)/\(i'\) \d+\.\d\d, \(iii\)/\(i\) \d+\.\d\d, \(iii\)/\(ii\) \d+\.\d\d", table[0])
     assert re.search(r"\| \d+ MiB \|", table[-5])
     assert re.search(r"ingestion of 20 published IDs .* \| \d+\.\d s \|", table[-4])

@@ -7,8 +7,9 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "bench"))
 
-import records  # noqa: E402  (bench/records.py)
-from klio_assets.definitions import defs  # noqa: E402
+import records
+
+from klio_assets.definitions import defs
 
 GENEROUS_BOUND_KB = 512  # measured 260-310 kB; plots inlined as base64 PNG made it 2,900-4,100 kB
 

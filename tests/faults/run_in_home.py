@@ -6,8 +6,8 @@ import sys
 
 import dagster as dg
 
-from klio_assets.audio import AUDIO_ASSETS
-from klio_assets.media_asset import build_media_assets
+from klio_assets import build_media_assets
+from klio_assets.builtin.audio import AUDIO_ASSETS
 from resources.beam import BeamRunner
 from resources.storage import LocalMediaStorage
 from tests.conftest import materialize_ids

@@ -12,10 +12,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from resources.pubsub import PubSubResource
-from resources.pubsub_emulator import PubSubEmulator
 from klio_core.wire import MediaEvent, encode_event
-from tests.dev_stack import ROOT
+from klio_dev.pubsub_emulator import PubSubEmulator
+from klio_dev.stack import ROOT
+from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG, SENSOR_NAME_TAG
+from resources.pubsub import PubSubResource
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
@@ -33,8 +34,8 @@ def ids_in_runs(instance) -> list[str]:
     keys = instance.get_dynamic_partitions("media_ids")
     index = {key: i for i, key in enumerate(keys)}
     covered = []
-    for run in instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": "pubsub_media_events"})):
-        start, end = run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]
+    for run in instance.get_runs(dg.RunsFilter(tags={SENSOR_NAME_TAG: "pubsub_media_events"})):
+        start, end = run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]
         covered.extend(keys[index[start]:index[end] + 1])
     return covered
 
@@ -54,7 +55,8 @@ def test_a_daemon_killed_during_ingestion_loses_nothing_and_plans_nothing_twice(
                                 ack_deadline_seconds=15)
         pubsub.ensure_exists()
         letters = pubsub.subscriber.subscription_path("klio-dev", "dead-letters")
-        pubsub.subscriber.create_subscription(request={"name": letters, "topic": pubsub.topic_path(pubsub.dead_letter_topic)})
+        pubsub.subscriber.create_subscription(
+            request={"name": letters, "topic": pubsub.topic_path(pubsub.dead_letter_topic)})
         env = {**os.environ, "KLIO_DATA_ROOT": str(tmp_path / "data"), "KLIO_PUBSUB_PROJECT": "klio-dev",
                "KLIO_PUBSUB_ACK_DEADLINE_S": "15", "KLIO_MAX_IDS_PER_RUN": "20",
                "KLIO_SENSOR_HOLD_WHILE_QUEUED": "false"}  # the queue never moves here

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import soundfile
 
+from klio_dev.stack import processes, start_dev_stack, wait_until
+from resources.dagster_tags import BACKFILL_TAG, RETRY_NUMBER_TAG
 from tests.conftest import observations
-from tests.dev_stack import processes, start_dev_stack, wait_until
 from tests.faults.test_run_killed import ASSETS, assert_whole, on_disk
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -81,11 +82,11 @@ def test_a_run_worker_killed_mid_run_is_retried_recomputing_nothing(stack, insta
     os.kill(worker, signal.SIGKILL)
 
     backfill = stack.server.wait_for_backfill(backfill_id, 600)
-    wait_until(lambda: any(r.tags.get("dagster/retry_number") == "1" and r.is_finished for r in instance.get_runs()),
+    wait_until(lambda: any(r.tags.get(RETRY_NUMBER_TAG) == "1" and r.is_finished for r in instance.get_runs()),
                300, "the retry of the killed run", stack.log_path)
     runs = instance.get_runs()
-    [killed] = [r for r in runs if r.tags.get("dagster/backfill") == backfill_id and "dagster/retry_number" not in r.tags]
-    [retry] = [r for r in runs if r.tags.get("dagster/retry_number") == "1"]
+    [killed] = [r for r in runs if r.tags.get(BACKFILL_TAG) == backfill_id and RETRY_NUMBER_TAG not in r.tags]
+    [retry] = [r for r in runs if r.tags.get(RETRY_NUMBER_TAG) == "1"]
     figures = (f"killed with {len(before_kill)} outputs written; killed run {killed.status.value}, "
                f"retry {retry.status.value}, backfill {backfill['status']}")
     assert killed.status == dg.DagsterRunStatus.FAILURE and retry.status == dg.DagsterRunStatus.SUCCESS, figures

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from klio_assets.audio import AUDIO_ASSETS
-from klio_assets.media_asset import build_media_assets
+from klio_assets import build_media_assets
+from klio_assets.builtin.audio import AUDIO_ASSETS
+from klio_dev.stack import ROOT
 from resources.beam import BeamRunner
 from resources.storage import LocalMediaStorage
 from tests.conftest import materialize_ids, materialized_partitions
-from tests.dev_stack import ROOT
 from tests.klio_assets.test_job_semantics import clone_sources
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]

@@ -8,7 +8,7 @@ import time
 import dagster as dg
 import pytest
 
-from tests.dev_stack import start_dev_stack, wait_until
+from klio_dev.stack import start_dev_stack, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 

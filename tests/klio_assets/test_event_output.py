@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from klio_assets import Waveform, build_media_assets, media_asset
-from klio_assets.audio import waveform
+from klio_assets.builtin.audio import waveform
+from klio_core.wire import MediaEvent, parse_event
 from resources.beam import BeamRunner
 from resources.pubsub import PubSubResource
 from resources.storage import LocalMediaStorage
-from sensors.events import parse_event
-from klio_core.wire import MediaEvent
 from tests.conftest import materialize_ids
 
 pytestmark = pytest.mark.slow  # starts the Pub/Sub emulator
@@ -70,7 +69,8 @@ def test_one_message_per_ready_id_in_klio_and_json_formats(pubsub, instance, sto
     # Fresh outputs are passed through, as Klio does: downstream jobs still hear about them.
     again = materialize_ids([assets], catalogue_ids[:2], instance, resources)
     assert again.success
-    statuses = {(m.message.attributes["asset"], m.message.attributes["status"]) for m in pull_all(pubsub, f"{pubsub.output_topic}-sub")}
+    statuses = {(m.message.attributes["asset"], m.message.attributes["status"])
+                for m in pull_all(pubsub, f"{pubsub.output_topic}-sub")}
     assert statuses == {("peak", "skipped"), ("rms", "skipped")}
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from klio_assets import Waveform, build_media_assets, media_asset
-from klio_assets.audio import AUDIO_ASSETS, mfcc, waveform
-from klio_assets.checks import shape_and_dtype
+from klio_assets.builtin.audio import AUDIO_ASSETS, mfcc, waveform
+from klio_core.checks import ItemCheck, shape_and_dtype
 from pipelines import items
-from pipelines.items import ItemCheck, ItemInput, ItemOutput, ItemTask
+from pipelines.specs import ItemInput, ItemOutput, ItemTask
 from resources.beam import BeamRunner
 from resources.storage import LocalMediaStorage
 from tests.conftest import materialize_ids, materialized_partitions, observations, run_summary
@@ -119,7 +119,8 @@ def test_fresh_outputs_are_skipped_and_stale_ones_recomputed(instance, resources
     assert run(run_config={"ops": {"media_assets": {"config": {"force": True, "mfcc": {"n_mfcc": 13}}}}}).success
     assert mtime(store_root, "mfcc", media_id) != changed  # forced by run config
     forced = mtime(store_root, "mfcc", media_id)
-    assert run(tags={"klio/force": "true"}, run_config={"ops": {"media_assets": {"config": {"mfcc": {"n_mfcc": 13}}}}}).success
+    assert run(tags={"klio/force": "true"},
+               run_config={"ops": {"media_assets": {"config": {"mfcc": {"n_mfcc": 13}}}}}).success
     assert mtime(store_root, "mfcc", media_id) != forced  # forced by run tag
 
     # Upstream recomputed (forced) -> downstream stale, even with its own code and config unchanged.
@@ -195,14 +196,14 @@ def process_one(task: ItemTask, store, media_id: str) -> items.ItemResult:
 
 
 def _task(fn, **kwargs) -> ItemTask:
-    from klio_assets.codecs import NDARRAY
+    from klio_core.codecs import NDARRAY
     return ItemTask("out", fn, (ItemInput("numbers", "numbers", NDARRAY),), (ItemOutput("out", NDARRAY),), **kwargs)
 
 
 @pytest.fixture
 def numbers_store(tmp_path):
-    from klio_assets.codecs import NDARRAY
-    from resources.media_store import LocalMediaStore
+    from klio_core.codecs import NDARRAY
+    from klio_core.media_store import LocalMediaStore
     store = LocalMediaStore(str(tmp_path / "store"))
     store.write_bytes(store.output_uri("numbers", "n1", ".npy"), NDARRAY.encode(np.array([1, 2])))
     _ATTEMPTS["path"] = str(tmp_path / "attempts")
@@ -287,7 +288,7 @@ def test_a_run_whose_function_never_returns_ends_with_each_id_failed(instance, r
 
 
 def items_codec():
-    from klio_assets.codecs import NDARRAY
+    from klio_core.codecs import NDARRAY
     return NDARRAY
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from klio_assets import SourceMedia, Waveform, build_media_assets, media_asset
-from klio_assets.audio import mel_spectrogram, waveform
-from klio_assets.codecs import WAVEFORM
+from klio_assets.builtin.audio import mel_spectrogram, waveform
+from klio_core.codecs import WAVEFORM
 from resources.beam import BeamRunner
 from resources.storage import LocalMediaStorage
 from tests.conftest import materialize_ids, materialized_partitions
@@ -109,7 +109,7 @@ def _list_output(source: SourceMedia) -> list:
 
 @pytest.mark.parametrize(("fn", "kwargs", "message"), [
     (_no_return, {}, "annotate the return type"),
-    (_bad_config, {}, "'config' must be annotated with a dagster.Config subclass"),
+    (_bad_config, {}, "'config' must be annotated with a pydantic model"),
     (_unannotated, {}, "annotate parameter 'waveform'"),
     (_no_inputs, {}, "needs at least one input"),
     (_list_output, {}, "media values must be one of"),
@@ -140,3 +140,11 @@ def test_unknown_ins_and_graph_errors_are_reported():
         build_media_assets([a, b])
     with pytest.raises(ValueError, match="two media assets are named 'waveform'"):
         build_media_assets([waveform, waveform])
+
+
+def test_stored_as_shows_the_escaped_name_files_use():
+    from klio_assets.builtin.audio import mfcc
+    from klio_assets.framework.assets import asset_specs
+
+    [spec] = asset_specs(mfcc)
+    assert spec.metadata["stored_as"].endswith("(media ID 'Track-1': %54rack-1.npy)")

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from klio_assets import build_media_assets
-from klio_assets.audio import mel_spectrogram, mfcc, waveform
+from klio_assets.builtin.audio import AUDIO_ASSETS, mel_spectrogram, mfcc, waveform
 from klio_core.media_ids import media_id_from_storage_name, storage_name
 from resources.beam import BeamRunner
 from resources.storage import LocalMediaStorage
@@ -50,7 +50,14 @@ def test_ids_as_users_have_them_materialize_apart_and_inside_the_root(tmp_path, 
 
 
 @pytest.mark.parametrize("media_id", ["a/../../../escape", "a//b", "a...b"])
-def test_ids_that_could_leave_the_root_or_confuse_dagster_are_refused(instance, tmp_path, media_id):
-    from klio_core.media_ids import InvalidMediaId
-    with pytest.raises(InvalidMediaId):
-        LocalMediaStorage(root=str(tmp_path)).store().output_uri("mfcc", media_id, ".npy")
+def test_ids_that_could_leave_the_root_or_confuse_dagster_are_refused_where_they_enter(tmp_path, media_id):
+    """By the sensor (an event) and by a worker (a partition key that reached a run): every
+    storage path is derived from an ID checked at one of these edges."""
+    from klio_core.wire import BadEvent, parse_event
+    from pipelines.items import process_chain
+
+    assert isinstance(parse_event(media_id.encode(), {"mfcc"}), BadEvent)
+    results = process_chain([a.task(None) for a in AUDIO_ASSETS], LocalMediaStorage(root=str(tmp_path)).store(),
+                            media_id)
+    assert {r.status for r in results} == {"failed"} and all("media ID" in r.reason for r in results)
+    assert list(tmp_path.iterdir()) == []

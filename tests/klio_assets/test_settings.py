@@ -6,8 +6,8 @@ import os
 import pytest
 
 from klio_assets.settings import DEV_PROJECT, Settings
+from klio_core.media_store import DEFAULT_SOURCE_SUFFIXES
 from resources.beam import BeamRunner
-from resources.media_store import DEFAULT_SOURCE_SUFFIXES
 from resources.storage import GCSMediaStorage, LocalMediaStorage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

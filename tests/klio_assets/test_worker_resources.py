@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from klio_assets import Waveform, build_media_assets, media_asset
-from klio_assets.audio import waveform
+from klio_assets.builtin.audio import waveform
+from klio_core.media_store import LocalMediaStore
 from pipelines import worker_resources
 from pipelines.items import process_chain
-from resources.media_store import LocalMediaStore
 from tests.conftest import materialize_ids, materialized_partitions
 
 

@@ -5,7 +5,8 @@ import pytest
 from klio_core.media_ids import InvalidMediaId, media_id_from_storage_name, storage_name, validate_media_id
 
 AS_USERS_HAVE_THEM = [
-    "track-1", "a", "0abc", "x" * 200, "x" * 127 + "/" + "y" * 128, "spotify:track:4uLU6hMCjMI75M1A2tKUQC", "isrc:USRC17607839",
+    "track-1", "a", "0abc", "x" * 200, "x" * 127 + "/" + "y" * 128, "spotify:track:4uLU6hMCjMI75M1A2tKUQC",
+    "isrc:USRC17607839",
     "label/2024/track-01", "a/b/c", "Track", "track", "TRACK", "a", "a/b", "a b", "tr\u00e4ck", "tra\u0308ck",
     "\u66f2/\u7b2c\u4e00", "-x", ".hidden", "a/.b", "50% off", "a%2Fb", "emoji \U0001f3b5", "..x", "x..",
 ]

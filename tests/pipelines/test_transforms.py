@@ -6,11 +6,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from klio_assets.codecs import NDARRAY
-from pipelines.items import ItemInput, ItemOutput, ItemTask, process_chain
+from klio_core.codecs import NDARRAY
+from klio_core.media_store import LocalMediaStore
+from pipelines.items import process_chain
 from pipelines.run import NO_RESULT, MediaPipelineRun
+from pipelines.specs import ItemInput, ItemOutput, ItemTask
 from pipelines.transforms import ProcessMediaItems
-from resources.media_store import LocalMediaStore
 
 
 def doubled(numbers: np.ndarray) -> np.ndarray:

@@ -19,14 +19,14 @@ from distributed import LocalCluster
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from klio_assets.audio import AUDIO_ASSETS
-from klio_assets.media_asset import build_media_assets
+from klio_assets import build_media_assets
+from klio_assets.builtin.audio import AUDIO_ASSETS
+from klio_core.media_store import GCSMediaStore
 from pipelines.run import build_media_pipeline
 from resources.beam import BeamRunner, DaskSettings, DataflowSettings, beam_runner_from
-from resources.media_store import GCSMediaStore
 from resources.storage import LocalMediaStorage
 from tests.conftest import materialize_ids, materialized_partitions, run_summary
-from tests.klio_assets.test_audio import assert_matches_librosa
+from tests.klio_assets.builtin.test_audio import assert_matches_librosa
 
 BEAM_BUCKET = "klio-beam"
 DATAFLOW = DataflowSettings(
@@ -113,7 +113,8 @@ def test_runner_from_environment_is_configuration_only(google_cloud, tmp_path):
     template = tmp_path / "job.json"
     assert beam_runner_from({}) == BeamRunner()
     runner = beam_runner_from({
-        "KLIO_BEAM_RUNNER": "DataflowRunner", "KLIO_BEAM_ARGS": f"--template_location={template} --experiments=shuffle_mode=service",
+        "KLIO_BEAM_RUNNER": "DataflowRunner",
+        "KLIO_BEAM_ARGS": f"--template_location={template} --experiments=shuffle_mode=service",
         "KLIO_DATAFLOW_PROJECT": "klio-prod", "KLIO_DATAFLOW_REGION": "europe-west1",
         "KLIO_DATAFLOW_TEMP_LOCATION": "gs://klio-beam/tmp", "KLIO_DATAFLOW_MAX_NUM_WORKERS": "40",
         "KLIO_DATAFLOW_SDK_CONTAINER_IMAGE": "img:1", "KLIO_DATAFLOW_USE_PUBLIC_IPS": "false"})

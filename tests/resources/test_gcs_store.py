@@ -9,10 +9,10 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from klio_assets import build_media_assets
-from klio_assets.audio import mel_spectrogram, mfcc, waveform
-from klio_assets.codecs import NDARRAY
+from klio_assets.builtin.audio import mel_spectrogram, mfcc, waveform
+from klio_core.codecs import NDARRAY
+from klio_core.media_store import GCSMediaStore
 from resources.beam import BeamRunner
-from resources.media_store import GCSMediaStore
 from resources.storage import GCSMediaStorage
 from tests.conftest import GCS_BUCKET, materialize_ids, materialized_partitions
 

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 from resources.sqlite_event_log import KeptOpenSqliteEventLogStorage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -40,12 +41,12 @@ def write_instance_yaml(home, event_log: str) -> None:
 def materialize_range(instance, ids):
     instance.add_dynamic_partitions("ids", ids)
     return dg.materialize([step], instance=instance, tags={
-        "dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]})
+        RANGE_START_TAG: ids[0], RANGE_END_TAG: ids[-1]})
 
 
 def test_the_project_instance_uses_it(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    (tmp_path / "dagster.yaml").write_text((open(os.path.join(ROOT, "dagster.yaml")).read()))
+    (tmp_path / "dagster.yaml").write_text(open(os.path.join(ROOT, "dagster.yaml")).read())
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, KeptOpenSqliteEventLogStorage)
         assert (tmp_path / "history" / "runs" / "index.db").exists()  # where Dagster's own storage keeps it
@@ -120,7 +121,7 @@ def test_planned_events_are_written_in_batches_and_failed_partitions_still_show(
         assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "1000"  # turned on by the storage
         instance.add_dynamic_partitions("ids", ids)
         result = dg.materialize([half_then_fail], instance=instance, raise_on_error=False, tags={
-            "dagster/asset_partition_range_start": ids[0], "dagster/asset_partition_range_end": ids[-1]})
+            RANGE_START_TAG: ids[0], RANGE_END_TAG: ids[-1]})
         assert not result.success
         assert 40 in batches  # the 40 planned events, as one batch
         status = instance.get_status_by_partition(dg.AssetKey("y"), ids, media)

@@ -1,12 +1,13 @@
 import dagster as dg
 
-from klio_assets.audio import AUDIO_ASSETS
-from klio_assets.media_asset import build_media_assets, media_asset_graph
+from klio_assets import build_media_assets
+from klio_assets.builtin.audio import AUDIO_ASSETS
+from pipelines.graph import asset_graph
 from resources.pubsub import PubSubResource
 from sensors.pubsub_sensor import build_pubsub_sensor
 
 MEDIA_ASSETS = build_media_assets(AUDIO_ASSETS, max_ids_per_run=2)
-SENSOR = build_pubsub_sensor(media_asset_graph(AUDIO_ASSETS), max_ids_per_run=2, wait_for_events_s=0)
+SENSOR = build_pubsub_sensor(asset_graph(AUDIO_ASSETS), max_ids_per_run=2, wait_for_events_s=0)
 
 
 def pull_dead_letters(pubsub: PubSubResource) -> list:

@@ -1,6 +1,7 @@
 import pytest
 
 from klio_core.wire import MediaEvent
+from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 from sensors.planning import Received, plan_runs, selection_for
 
 UPSTREAM = {"waveform": (), "spectrogram": ("waveform",), "mel_spectrogram": ("waveform",),
@@ -26,8 +27,8 @@ def test_new_ids_arriving_together_become_as_few_runs_as_the_cap_allows():
     assert [p.media_ids for p in plans] == [("t-9", "t-3"), ("t-7", "t-1"), ("t-5",)]
     assert all(p.assets == ALL and not p.force and not p.ping for p in plans)
     request = plans[0].run_request()
-    assert request.tags["dagster/asset_partition_range_start"] == "t-9"
-    assert request.tags["dagster/asset_partition_range_end"] == "t-3"
+    assert request.tags[RANGE_START_TAG] == "t-9"
+    assert request.tags[RANGE_END_TAG] == "t-3"
     assert {k.to_user_string() for k in request.asset_selection} == set(ALL)
 
 

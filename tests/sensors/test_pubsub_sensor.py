@@ -2,21 +2,22 @@
 
 import os
 import threading
-import uuid
 import time
+import uuid
 
 import dagster as dg
 import pytest
 
+from klio_assets.builtin.audio import AUDIO_ASSETS
 from klio_core.wire import MediaEvent, encode_event
+from klio_dev.pubsub_emulator import PubSubEmulator
+from pipelines.graph import asset_graph
+from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG, SENSOR_NAME_TAG
 from resources.pubsub import PubSubResource, message_key
-from resources.pubsub_emulator import PubSubEmulator
-from klio_assets.audio import AUDIO_ASSETS
-from klio_assets.media_asset import media_asset_graph
 from sensors.pubsub_sensor import TickState, build_pubsub_sensor
 from tests.conftest import materialized_partitions, observations, run_summary
+from tests.klio_core.test_wire_decoding import bytes_field, varint_field
 from tests.sensors.conftest import Daemon, pull_dead_letters
-from tests.sensors.test_events import bytes_field, varint_field
 
 pytestmark = pytest.mark.slow  # starts the Pub/Sub emulator
 
@@ -47,7 +48,7 @@ def test_every_format_becomes_partitions_and_batched_top_down_runs(daemon, pubsu
 
     requests = daemon.tick()
     assert instance.get_dynamic_partitions("media_ids") == [a, b, c, d]
-    assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"])
+    assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG])
             for r in requests] == [(a, b), (c, d)]  # 4 IDs, at most 2 per run
     assert all({k.to_user_string() for k in r.asset_selection} == ALL_ASSETS for r in requests)
     assert all(result.success for result in daemon.execute(requests))
@@ -130,7 +131,7 @@ def test_bad_events_are_acked_dead_lettered_and_do_not_block_good_ones(daemon, p
     bad[b""] = "empty media ID"
 
     [request] = daemon.tick()
-    assert request.tags["dagster/asset_partition_range_start"] == good
+    assert request.tags[RANGE_START_TAG] == good
     assert instance.get_dynamic_partitions("media_ids") == [good]
     letters = {m.message.data: m.message.attributes for m in pull_dead_letters(pubsub)}
     assert set(letters) == set(bad)
@@ -255,7 +256,7 @@ def test_the_cursor_stays_small_after_100000_messages(pubsub, instance):
 
 
 def _ids(request: dg.RunRequest) -> list[str]:
-    start, end = request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]
+    start, end = request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
     return [start] if start == end else [start, end]
 
 
@@ -263,7 +264,7 @@ def test_a_tick_takes_an_event_published_while_it_waits(daemon, instance, pubsub
     """A tick that finds no message waits for the first one (up to ``wait_for_events_s``), so an
     event published meanwhile becomes a run in this tick, not the next."""
     assert daemon.tick() == []  # the test sensor does not wait: an empty subscription, no runs
-    waiting = build_pubsub_sensor(media_asset_graph(AUDIO_ASSETS), max_ids_per_run=2, wait_for_events_s=60)
+    waiting = build_pubsub_sensor(asset_graph(AUDIO_ASSETS), max_ids_per_run=2, wait_for_events_s=60)
     publisher = threading.Timer(0.5, publish, (pubsub, encode_event(MediaEvent(catalogue_ids[0]))))
     publisher.start()
     result = waiting(dg.build_sensor_context(instance=instance, resources={"pubsub": pubsub}))
@@ -276,7 +277,7 @@ def test_a_tick_takes_an_event_published_while_it_waits(daemon, instance, pubsub
 def queued_run(instance, sensor_name: str) -> str:
     """A run the sensor requested that has not been launched (created, not yet started)."""
     run = dg.DagsterRun(job_name="media_job", run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.NOT_STARTED,
-                        tags={"dagster/sensor_name": sensor_name})
+                        tags={SENSOR_NAME_TAG: sensor_name})
     instance.add_run(run)
     return run.run_id
 
@@ -284,7 +285,7 @@ def queued_run(instance, sensor_name: str) -> str:
 def test_events_wait_in_pubsub_while_a_run_of_the_sensor_is_queued(instance, pubsub, catalogue_ids):
     """Under load, new events stay in Pub/Sub while the sensor's last run waits in the queue;
     the first tick after it starts takes them together, in as few runs as the cap allows."""
-    sensor = build_pubsub_sensor(media_asset_graph(AUDIO_ASSETS), max_ids_per_run=10, wait_for_events_s=0)
+    sensor = build_pubsub_sensor(asset_graph(AUDIO_ASSETS), max_ids_per_run=10, wait_for_events_s=0)
     context = dg.build_sensor_context(instance=instance, resources={"pubsub": pubsub})
     waiting = queued_run(instance, "pubsub_media_events")
     queued_run(instance, "another_sensor")  # another sensor's queued run does not hold this one

@@ -1,0 +1,279 @@
+"""What the media assets' step does in a run: ONE Beam pipeline over the run's media IDs, each ID
+passing through every selected asset once, and Dagster events for each ID as soon as its results
+come back from the workers (so the Partitions tab fills while the run goes on).
+
+Per asset and media ID the UI gets:
+
+- ``materialized``: an ``AssetMaterialization`` of that partition (path, size, shape, a link to
+  the plot, its output version) and one check evaluation per check;
+- ``dropped`` / ``failed``: an ``AssetObservation`` with the state and the reason, and an error
+  line in the run's log; the step fails at the end, so Dagster marks exactly those partitions
+  failed;
+- ``skipped`` (fresh): no event per ID (the partition keeps its earlier materialization), unless
+  Dagster has no materialization of that output version (its run died before reporting it):
+  then it is reported now, from its stored record.
+
+At the end, one observation per asset (not per partition) holds the run's counters, timings and
+the first skipped media IDs.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import dagster as dg
+import numpy as np
+
+from klio_core.records import ItemResult, ItemStatus, WrittenOutput
+from klio_core.run_tags import FORCE_TAG, PING_TAG, tag_is_true
+from klio_core.wire import MediaEvent, encode_event
+from pipelines.specs import ItemOutput
+
+MAX_LISTED_PROBLEMS = 200
+MAX_LISTED_SKIPPED = 100
+RECONCILE_BATCH = 500
+
+
+def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
+    """The step's body: ``ordered`` holds every ``MediaAsset`` of the step, upstream first."""
+    ids = list(context.partition_keys)
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    work = [(a, [o for o in a.outputs if o.asset in selected]) for a in ordered]
+    work = [(a, outputs) for a, outputs in work if outputs]
+    if tag_is_true(context.run.tags, PING_TAG):
+        yield from _ping(context, [o.asset for _, outputs in work for o in outputs], ids)
+        for media, outputs in work:
+            if media.event_output:  # Klio passes pings downstream, so a whole DAG can be traced
+                _publish_event_output(context, media, outputs, ids, "ping")
+        yield from _check_summaries(context, _Tally())
+        return
+    force = tag_is_true(context.run.tags, FORCE_TAG) or context.op_config.get("force", False)
+    store = context.resources.media_storage.store()
+    runner = context.resources.beam_runner
+    tasks = [media.task(context.op_config.get(media.name), force, outputs, context.run_id) for media, outputs in work]
+    by_task = {media.name: (media, outputs) for media, outputs in work}
+    context.log.info(f"one Beam pipeline on {runner.runner}: {len(ids)} media IDs through "
+                     f"{', '.join(t.name for t in tasks)}{' (forced)' if force else ''}")
+    pipeline = runner.run(tasks, store, ids, context.run_id)
+    tally = _Tally()
+    finished: set[str] = set()
+    for batch in pipeline.results():
+        for task_name, results in _by_task(batch).items():
+            media, outputs = by_task[task_name]
+            tally.add(task_name, results.values())
+            for output in outputs:
+                yield from _report(context, output, results, tally)
+            if media.event_output:
+                ready = [m for m, r in results.items() if r.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED)]
+                _publish_event_output(context, media, outputs, ready, {m: str(results[m].status) for m in ready})
+        finished.update(r.media_id for r in batch)
+        context.log.info(f"{len(finished)} / {len(ids)} media IDs done")
+    for media, outputs in work:
+        yield from _summaries(context, outputs, pipeline.counters.get(media.name, {}), tally, media.name)
+    yield from _check_summaries(context, tally)
+    if tally.failed or (tally.dropped and not tally.done):
+        raise _run_failure(tally.failed, tally.dropped, any_done=bool(tally.done))
+
+
+class _Tally:
+    """The run's per-asset outcome so far."""
+
+    def __init__(self):
+        self.done = 0
+        self.dropped: dict[tuple[str, str], str] = {}  # (asset, media ID) -> reason
+        self.failed: dict[tuple[str, str], str] = {}
+        self.seconds: dict[str, list[float]] = {}
+        self.skipped: dict[str, list[str]] = {}  # task -> the first skipped media IDs
+        self.recovered: dict[str, int] = {}
+        self.checks: dict[dg.AssetCheckKey, tuple[list[str], list[str]]] = {}  # -> (passed IDs, failed IDs)
+
+    def add_check(self, key: dg.AssetCheckKey, media_id: str, passed: bool) -> None:
+        self.checks.setdefault(key, ([], []))[0 if passed else 1].append(media_id)
+
+    def add(self, task_name: str, results) -> None:
+        for result in results:
+            self.seconds.setdefault(task_name, []).append(result.seconds)
+            if result.status == ItemStatus.DROPPED:
+                self.dropped[(task_name, result.media_id)] = result.reason
+            elif result.status == ItemStatus.FAILED:
+                self.failed[(task_name, result.media_id)] = result.reason
+            else:
+                self.done += 1
+                listed = self.skipped.setdefault(task_name, [])
+                if result.status == ItemStatus.SKIPPED and len(listed) < MAX_LISTED_SKIPPED:
+                    listed.append(result.media_id)
+
+
+def _by_task(batch: list[ItemResult]) -> dict[str, dict[str, ItemResult]]:
+    grouped: dict[str, dict[str, ItemResult]] = {}
+    for result in batch:
+        grouped.setdefault(result.task, {})[result.media_id] = result
+    return grouped
+
+
+def _run_failure(failed: dict[tuple[str, str], str], dropped: dict[tuple[str, str], str],
+                 any_done: bool) -> dg.Failure:
+    """The step's failure: media IDs counted once each (an ID whose ``mfcc`` failed is usually
+    dropped by ``mfcc_plot`` too), then per asset, with up to 200 reasons."""
+    failed_ids = {media_id for _, media_id in failed}
+    dropped_ids = {media_id for _, media_id in dropped} - failed_ids
+    per_asset: dict[str, dict[str, int]] = {}
+    for state, problems in (("failed", failed), ("dropped", dropped)):
+        for asset, _ in problems:
+            counts = per_asset.setdefault(asset, {"failed": 0, "dropped": 0})
+            counts[state] += 1
+    listed = {f"{asset} [{media_id}]": reason
+              for (asset, media_id), reason in list({**failed, **dropped}.items())[:MAX_LISTED_PROBLEMS]}
+    by_asset = ", ".join(f"{asset}: {', '.join(f'{n} {state}' for state, n in counts.items() if n)}"
+                         for asset, counts in per_asset.items())
+    head = (f"{len(failed_ids)} media ID(s) failed" if failed_ids else "no media ID was materialized") + (
+        f" and {len(dropped_ids)} more were dropped" if dropped_ids else "")
+    return dg.Failure(
+        description=f"{head} ({by_asset})" + ("; the others were materialized" if any_done else "")
+        + ". Reasons per asset [media ID] are in the metadata and in each asset's events.",
+        metadata={"failed_media_ids": len(failed_ids), "dropped_media_ids": len(dropped_ids),
+                  "per_asset": dg.MetadataValue.json(per_asset), "problems": dg.MetadataValue.json(listed)})
+
+
+def _ping(context: dg.AssetExecutionContext, assets: Sequence[str], ids: list[str]):
+    """Klio's ping: record that the event reached each asset it would have run, and do nothing else."""
+    for asset in assets:
+        context.log.info(f"ping: '{asset}' reached for {len(ids)} media IDs; nothing processed")
+        for media_id in ids:
+            yield dg.AssetObservation(asset_key=asset, partition=media_id,
+                                      metadata={"status": "ping", "reason": "event reached this asset; "
+                                                "nothing was processed (ping)"})
+
+
+def _report(context: dg.AssetExecutionContext, output: ItemOutput, results: Mapping[str, ItemResult], tally: _Tally):
+    """One output's events for a batch of its results (by media ID)."""
+    asset = output.asset
+    skipped = {m: r.outputs[asset].version for m, r in results.items() if r.status == ItemStatus.SKIPPED}
+    unreported = set(_unreported(context.instance, asset, skipped)) if skipped else set()
+    for media_id, result in results.items():
+        if result.status == ItemStatus.MATERIALIZED or media_id in unreported:
+            written = result.outputs[asset]
+            yield dg.AssetMaterialization(asset_key=asset, partition=media_id,
+                                          metadata=_materialization_metadata(context, written, result))
+            for check in written.checks:
+                key = dg.AssetCheckKey(dg.AssetKey(asset), check.name)
+                tally.add_check(key, media_id, check.passed)
+                yield dg.AssetCheckEvaluation(asset_key=key.asset_key, check_name=key.name,
+                                              passed=check.passed, partition=media_id,
+                                              metadata={"detail": check.detail})
+        elif result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
+            context.log.error(f"'{asset}' [{media_id}] {result.status}: {result.reason}")
+            yield dg.AssetObservation(asset_key=asset, partition=media_id,
+                                      metadata={"status": str(result.status), "reason": result.reason})
+    if unreported:
+        tally.recovered[asset] = tally.recovered.get(asset, 0) + len(unreported)
+        context.log.warning(f"'{asset}': {len(unreported)} fresh output(s) had no materialization in Dagster "
+                            "(their run stopped before reporting them); recorded now from storage")
+
+
+def _summaries(context, outputs: Sequence[ItemOutput], counters: dict[str, int], tally: _Tally, task_name: str):
+    """One observation per output asset for the whole run: counters and per-item timing."""
+    ms = np.array([s * 1000 for s in tally.seconds.get(task_name, [])] or [0.0])
+    for output in outputs:
+        summary = {**{state: counters.get(state, 0) for state in ("received", *map(str, ItemStatus), "retried")},
+                   **counters,  # and any others, such as a per-worker value's "<param>_loads"
+                   "recovered": tally.recovered.get(output.asset, 0),
+                   **{f"item_ms_p{p}": round(float(np.percentile(ms, p)), 1) for p in (50, 90, 99)},
+                   "item_ms_max": round(float(ms.max()), 1), "run_id": context.run_id,
+                   **({"skipped_media_ids": dg.MetadataValue.json(tally.skipped[task_name])}
+                      if tally.skipped.get(task_name) else {})}
+        context.log.info(f"'{output.asset}': {summary}")
+        yield dg.AssetObservation(asset_key=output.asset, metadata=summary)
+
+
+def _check_summaries(context: dg.AssetExecutionContext, tally: _Tally):
+    """One result per selected check for the whole run, after the per-ID evaluations: how many
+    IDs passed and which failed. (Dagster expects a result for each selected check of the step,
+    and logs that the step "did not yield expected outputs" without one; an evaluation without a
+    partition does not change any partition's check status.)"""
+    for key in sorted(context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+        passed, failed = tally.checks.get(key, ([], []))
+        yield dg.AssetCheckResult(
+            asset_key=key.asset_key, check_name=key.name, passed=not failed,
+            description=f"{len(passed)} of {len(passed) + len(failed)} media IDs written in this run passed"
+            if passed or failed else "no media ID was written in this run, so none was checked",
+            metadata={"passed": len(passed), "failed": len(failed),
+                      **({"failed_media_ids": dg.MetadataValue.json(failed[:MAX_LISTED_PROBLEMS])} if failed else {})})
+
+
+def _unreported(instance: dg.DagsterInstance, asset: str, versions: Mapping[str, str]) -> list[str]:
+    """The media IDs among ``versions`` (fresh outputs' stored versions, by ID) whose latest
+    materialization in Dagster is missing or reports another output version."""
+    key, unreported = dg.AssetKey(asset), []
+    ids = list(versions)
+    for start in range(0, len(ids), RECONCILE_BATCH):
+        chunk = ids[start:start + RECONCILE_BATCH]
+        latest: dict[str, str | None] = {}
+        cursor = None
+        while len(latest) < len(chunk):
+            page = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk), limit=1000, cursor=cursor)
+            for record in page.records:  # newest first
+                materialization = record.asset_materialization
+                version = materialization.metadata.get("output_version") if materialization else None
+                if record.partition_key is not None:
+                    latest.setdefault(record.partition_key, str(version.value) if version else None)
+            if not page.has_more:
+                break
+            cursor = page.cursor
+        for media_id in chunk:
+            # A materialization from before output versions were reported counts as reported.
+            if media_id not in latest or latest[media_id] not in (None, versions[media_id]):
+                unreported.append(media_id)
+    return unreported
+
+
+def _publish_event_output(context, media, outputs: Sequence[ItemOutput], ids: Sequence[str],
+                          status: Mapping[str, str] | str) -> None:
+    """One message per output asset and media ID in ``ids``, with its ``status`` (per ID, or
+    ``"ping"``: then the message is a ping too, as Klio passes pings downstream)."""
+    pubsub = context.resources.pubsub
+    if not pubsub.output_topic:
+        raise dg.Failure(f"media asset '{media.name}' has event_output={media.event_output!r}, but the "
+                         "pubsub resource has no output_topic (set KLIO_PUBSUB_OUTPUT_TOPIC)")
+    ping = isinstance(status, str)
+    messages = [(encode_event(MediaEvent(media_id, ping=ping), media.event_output),
+                 {"asset": output.asset, "status": status if isinstance(status, str) else status[media_id],
+                  "run_id": context.run_id})
+                for output in outputs for media_id in ids]
+    if messages:
+        pubsub.publish(pubsub.output_topic, messages)
+    context.log.info(f"'{media.name}': published {len(messages)} event(s) to {pubsub.output_topic}")
+
+
+def _table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:
+    kinds = {bool: "bool", int: "int", float: "float"}
+    types = {c: next((kinds.get(type(r[c]), "string") for r in rows if r.get(c) is not None), "string")
+             for c in columns}
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: r.get(c) for c in columns}) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, types[c]) for c in columns]))
+
+
+def _materialization_metadata(context, written: WrittenOutput, result: ItemResult) -> dict:
+    """What the UI shows for one written output; for a fresh output recovered from storage, what
+    its record kept, and which run wrote it."""
+    meta = dict(written.metadata)
+    out: dict = {"path": dg.MetadataValue.path(written.uri)}
+    url = context.resources.media_storage.browser_url(written.uri)
+    if url and written.uri.endswith(".png"):
+        out["plot"] = dg.MetadataValue.md(f"![plot]({url})")
+    elif url:
+        out["open"] = dg.MetadataValue.url(url)
+    if written.written_by_run:
+        out.update(recovered_from_storage=True, written_by_run=written.written_by_run,
+                   output_version=written.version)
+    else:
+        out.update(compute_ms=round(result.seconds * 1000, 1), output_version=written.version)
+    if "shape" in meta:
+        meta["shape"] = str(tuple(meta["shape"]))
+    if "preview" in meta:  # a table's first rows (codecs.TABLE)
+        meta["preview"] = _table(meta["preview"], meta.get("columns", []))
+        meta["columns"] = ", ".join(meta.get("columns", []))
+    if result.retries:
+        out["retries"] = result.retries
+    out.update(meta)
+    return out

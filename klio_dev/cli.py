@@ -1,0 +1,155 @@
+"""``klio-dev``: the local stack behind ``scripts/dev.sh``.
+
+Writes the demo catalogue and registers it; serves the data folder read-only over HTTP (port
+``KLIO_MEDIA_PORT``, default 3001) so that the UI shows the plots from media storage; unless
+``KLIO_PUBSUB_PROJECT`` names a real project, starts the Pub/Sub emulator (port
+``KLIO_PUBSUB_EMULATOR_PORT``, default 8085) and creates the topics and subscription; unless a
+Beam runner is configured, starts warm Beam workers (``KLIO_DEV_WORKERS``, default one per core;
+``klio_dev.local_workers``) and points the runs at them; then runs ``dagster dev`` with the
+given arguments and stops the workers and the emulator when it exits.
+
+The emulator keeps nothing on disk: a new one starts empty. So that a restart of the stack loses
+no event, ``klio-dev`` carries the messages still on the input subscription (published but not
+yet acknowledged, whether the sensor saw them or not) over to the next emulator: on stop it
+drains them into ``$DAGSTER_HOME/pubsub-carry-over.jsonl``, waiting out the ack deadline
+(15 s here) for those a tick had pulled, and on start it publishes them again, each with the key
+it had (attribute ``klio_origin_key``), so that the sensor still recognises the ones it already
+recorded.
+"""
+
+import base64
+import contextlib
+import functools
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+
+CARRY_OVER_FILE = "pubsub-carry-over.jsonl"
+DEV_ACK_DEADLINE_S = 15
+"""The local subscription's ack deadline: short, so that on stop the messages a sensor tick pulled
+but never saw recorded (the daemon died mid-tick) come back in time to be carried over."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dagster import DagsterInstance
+
+    from klio_assets.settings import Settings
+    from klio_dev.demo import register, write_catalogue
+    from resources.beam import BeamRunner
+
+    argv = sys.argv[1:] if argv is None else argv
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    settings = Settings.from_env()
+    home, data_root = os.environ["DAGSTER_HOME"], settings.data_root
+
+    ids = write_catalogue(os.path.join(data_root, "sources"), settings.demo_count, 3.0)
+    with DagsterInstance.get() as instance:
+        added = register(instance, ids)
+    print(f"demo catalogue: {len(ids)} clips in {data_root}/sources ({len(added)} newly registered)")
+
+    env = dict(os.environ)
+    if not settings.media_url:
+        media_port = settings.media_port
+        try:
+            serve_folder(data_root, media_port)
+            env["KLIO_MEDIA_URL"] = f"http://127.0.0.1:{media_port}"
+            print(f"media storage served read-only at {env['KLIO_MEDIA_URL']}")
+        except OSError as e:
+            print(f"could not serve media storage on port {media_port} ({e}): the UI links outputs by "
+                  "path only; set KLIO_MEDIA_PORT to a free port", file=sys.stderr)
+    workers: contextlib.AbstractContextManager[str | None] = contextlib.nullcontext()
+    if settings.dev_workers > 0 and settings.beam_runner == BeamRunner():  # no runner configured
+        from klio_assets.definitions import MEDIA_ASSETS  # only here: the import costs 2 s
+        from klio_dev.local_workers import local_workers, warm_up
+
+        workers = local_workers(settings.dev_workers, functools.partial(warm_up, MEDIA_ASSETS))
+    with workers as address:
+        if address:
+            env.update(KLIO_BEAM_RUNNER="DaskRunner", KLIO_DASK_CLIENT_ADDRESS=address)
+            print(f"{settings.dev_workers} warm Beam worker(s) at {address} run the media work")
+        return _run_with_pubsub(settings, env, home, root, argv)
+
+
+def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str]) -> int:
+    from klio_assets.settings import DEV_PROJECT
+    from klio_dev.pubsub_emulator import PubSubEmulator
+
+    emulator = None
+    if not settings.pubsub_project:
+        emulator = PubSubEmulator(project=DEV_PROJECT, port=settings.pubsub_emulator_port).start()
+        env.update(PUBSUB_EMULATOR_HOST=emulator.host, KLIO_PUBSUB_PROJECT=DEV_PROJECT,
+                   KLIO_PUBSUB_ACK_DEADLINE_S=str(DEV_ACK_DEADLINE_S))
+        os.environ.update(PUBSUB_EMULATOR_HOST=emulator.host)  # for ensure_exists below, this process only
+        print(f"Pub/Sub emulator on {emulator.host}, project {DEV_PROJECT}")
+    carry_over = os.path.join(home, CARRY_OVER_FILE)
+    pubsub = None
+    try:
+        if emulator is not None:
+            pubsub = settings.pubsub(ack_deadline_s=DEV_ACK_DEADLINE_S)
+            pubsub.ensure_exists()
+            restored = restore_messages(pubsub, carry_over)
+            if restored:
+                print(f"Pub/Sub: {restored} message(s) carried over from the last emulator")
+            print("publish events with: klio-publish <media_id> ...")
+        # Start from DAGSTER_HOME: dagster warns about a dagster.yaml in the working folder that is
+        # not DAGSTER_HOME's, and the repository root holds one.
+        dagster = subprocess.Popen(
+            [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev",
+             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home, env=env)
+        try:
+            return dagster.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached dagster dev too; let it shut down
+            return dagster.wait()
+    finally:
+        if emulator is not None:
+            try:
+                saved = save_messages(pubsub, carry_over) if pubsub is not None else 0
+                if saved:
+                    print(f"Pub/Sub: {saved} message(s) not yet acknowledged, kept in {carry_over}")
+            finally:
+                emulator.stop()
+
+
+class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # one line per plot viewed would drown dagster's output
+        pass
+
+
+def serve_folder(folder: str, port: int) -> http.server.ThreadingHTTPServer:
+    """Serve ``folder`` read-only on 127.0.0.1:``port`` from a daemon thread (GET and HEAD only)."""
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", port), functools.partial(_QuietFileHandler, directory=os.path.abspath(folder)))
+    threading.Thread(target=server.serve_forever, name="media-files", daemon=True).start()
+    return server
+
+
+def save_messages(pubsub, path: str) -> int:
+    """Drain the input subscription into ``path`` (JSON lines, after any still there from a start
+    that failed to restore them); how many messages were saved."""
+    messages = pubsub.drain(wait_s=pubsub.ack_deadline_seconds + 2)
+    if messages:
+        kept = open(path).read() if os.path.exists(path) else ""
+        with open(path + ".tmp", "w") as f:
+            f.write(kept)
+            for data, attributes in messages:
+                f.write(json.dumps({"data": base64.b64encode(data).decode("ascii"), "attributes": attributes}) + "\n")
+        os.replace(path + ".tmp", path)
+    return len(messages)
+
+
+def restore_messages(pubsub, path: str) -> int:
+    """Publish the messages saved in ``path`` to the input topic, then remove it; how many."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        messages = [(base64.b64decode(m["data"]), m["attributes"]) for m in map(json.loads, f)]
+    pubsub.publish(pubsub.topic, messages)
+    os.remove(path)
+    return len(messages)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

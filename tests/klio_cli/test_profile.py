@@ -1,0 +1,28 @@
+"""klio-profile: per-asset cost on a few IDs, in-process, writing nothing but the profile."""
+
+import os
+import pstats
+import re
+import subprocess
+import sys
+
+from klio_dev.demo import write_catalogue
+
+
+def test_profiles_the_assets_and_their_upstream_and_writes_a_standard_profile(tmp_path):
+    root = tmp_path / "data"
+    write_catalogue(str(root / "sources"), 2, 1.0)
+    out = tmp_path / "mfcc.prof"
+    env = {**os.environ, "KLIO_DATA_ROOT": str(root), "DAGSTER_HOME": str(tmp_path)}
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "klio-profile"), "mfcc", "--first", "2",
+                             "--output", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {m.group(1): [float(v) for v in m.group(2).split(" | ")]
+            for m in re.finditer(r"^\| (\w+) \| ([\d. |]+) \|$", result.stdout, re.M)}
+    assert list(rows) == ["waveform", "mel_spectrogram", "mfcc"]  # upstream first; not spectrogram
+    for name, (wall_p50, wall_max, cpu_p50, cpu_max, peak_mib) in rows.items():
+        assert 0 < wall_p50 <= wall_max and 0 < cpu_p50 <= cpu_max and peak_mib > 0, (name, rows[name])
+    assert "mel_spectrogram: hottest functions" in result.stdout
+    profiled = {name for _, _, name in pstats.Stats(str(out)).stats}
+    assert {"melspectrogram", "mfcc"} <= profiled
+    assert sorted(os.listdir(root)) == ["sources"]  # nothing was written

@@ -103,10 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from klio_assets import definitions
+    from klio_core.media_ids import InvalidMediaId, validate_media_id
     from pipelines.graph import chain_for
 
     store = definitions.MEDIA_STORAGE.store()
     media_ids = args.ids or sorted(store.source_ids())[:args.first]
+    for media_id in media_ids:  # the edge: every path below derives from these unchecked
+        try:
+            validate_media_id(media_id)
+        except InvalidMediaId as e:
+            raise SystemExit(f"klio-profile: {e}") from None
     if not media_ids:
         raise SystemExit(f"no source media under {store.source_location}")
     try:

@@ -26,3 +26,10 @@ def test_profiles_the_assets_and_their_upstream_and_writes_a_standard_profile(tm
     profiled = {name for _, _, name in pstats.Stats(str(out)).stats}
     assert {"melspectrogram", "mfcc"} <= profiled
     assert sorted(os.listdir(root)) == ["sources"]  # nothing was written
+
+
+def test_refuses_an_invalid_media_id_before_reading_anything(tmp_path):
+    env = {**os.environ, "KLIO_DATA_ROOT": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path)}
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "klio-profile"), "mfcc",
+                             "--ids", "../outside"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "klio-profile: media ID '../outside' has an empty, '.' or '..'" in result.stderr

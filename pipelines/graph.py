@@ -6,6 +6,7 @@ sensor (``sensors.planning``) and the asset definitions all use these, so none o
 from what a worker does.
 """
 
+import dataclasses
 import graphlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -101,3 +102,13 @@ def call_chain(tasks: Sequence[ItemTask], source: SourceMedia) -> dict[str, Any]
     for task in tasks:
         values.update(outputs_of(task, task.fn(**call_kwargs(task, inputs_in_memory(task, source, values)))))
     return values
+
+
+def tasks_for_event(ordered: Sequence[ItemTask], recipients: Sequence[str], force: bool) -> list[ItemTask]:
+    """The tasks one event runs, upstream first: every task for a top-down event (no
+    ``recipients``), else the recipients and everything upstream of them (bottom-up: what exists
+    is skipped as fresh, so only what is missing is produced); forced if the event is."""
+    if recipients:
+        needed = upstream_closure(asset_graph(ordered), recipients)
+        ordered = [task for task in ordered if any(o.asset in needed for o in task.outputs)]
+    return [dataclasses.replace(task, force=True) if force else task for task in ordered]

@@ -24,6 +24,8 @@ from apache_beam.metrics import Metrics
 
 from klio_core.media_store import MediaStore
 from klio_core.records import ItemResult, ItemStatus
+from klio_core.wire import MediaEvent
+from pipelines.graph import tasks_for_event
 from pipelines.items import process_chain
 from pipelines.metrics import metrics_namespace
 from pipelines.specs import ItemTask
@@ -85,6 +87,34 @@ class ProcessItemFn(beam.DoFn):
         self.store.write_bytes(f"{self.results_prefix}/{uuid.uuid4().hex}.jsonl", "\n".join(self._pending).encode())
         self._pending = []
         self._last_flush = time.monotonic()
+
+
+class ProcessEventFn(beam.DoFn):
+    """A streaming job's per-item step: each ``MediaEvent`` runs the tasks it asks for
+    (``pipelines.graph.tasks_for_event``: all of them top-down, the recipients and their upstream
+    bottom-up, forced or not) on its media ID, and yields one ``(event, results)`` pair, counted
+    as ``ProcessItemFn`` counts. Pings run nothing and yield no results. ``results`` is the same
+    work the batch step does per ID (``pipelines.items.process_chain``).
+
+    The local streaming driver calls ``results_for`` on warm workers; a Beam streaming pipeline
+    (``pipelines.streaming``) runs it as a ParDo.
+    """
+
+    def __init__(self, tasks: Sequence[ItemTask], store: MediaStore):
+        self.tasks = tuple(tasks)
+        self.store = store
+        self.counters = {task.name: _TaskCounters(task.name) for task in self.tasks}
+
+    def results_for(self, event: MediaEvent) -> list[ItemResult]:
+        if event.ping:
+            return []
+        results = process_chain(tasks_for_event(self.tasks, event.recipients, event.force), self.store, event.media_id)
+        for result in results:
+            self.counters[result.task].count(result)
+        return results
+
+    def process(self, event: MediaEvent):
+        yield event, self.results_for(event)
 
 
 class ProcessMediaItems(beam.PTransform):

@@ -45,6 +45,11 @@ class PubSubResource(dg.ConfigurableResource):
         default=None, description="Topic for event output (one message per materialized ID); none if unset.")
     dead_letter_topic: str | None = Field(
         default=None, description="Topic for bad events, with the reason in attribute 'error'; none if unset.")
+    retry_topic: str | None = Field(default=None, description=(
+        "With the stream on: the topic of the media IDs it failed or dropped, as bottom-up events, which "
+        "the sensor runs as batch runs from `retry_subscription`; none if unset."))
+    retry_subscription: str = Field(default="klio-media-events-retry-dagster",
+                                    description="The sensor's subscription on `retry_topic`.")
     ack_deadline_seconds: int = Field(
         default=60, ge=10, le=600,
         description="Ack deadline of the subscription when `ensure_exists` creates it.")
@@ -71,21 +76,32 @@ class PubSubResource(dg.ConfigurableResource):
     def subscription_path(self) -> str:
         return self.subscriber.subscription_path(self.project, self.subscription)
 
+    @property
+    def sensor_subscription_path(self) -> str:
+        """What the Pub/Sub sensor pulls: the input subscription, or, with the stream on (a
+        ``retry_topic``), the stream's retries."""
+        return (self.subscriber.subscription_path(self.project, self.retry_subscription) if self.retry_topic
+                else self.subscription_path)
+
     def ensure_exists(self) -> None:
         """Create the topics and the subscription if they are missing (for the emulator and dev)."""
-        for topic in filter(None, (self.topic, self.output_topic, self.dead_letter_topic)):
+        for topic in filter(None, (self.topic, self.output_topic, self.dead_letter_topic, self.retry_topic)):
             try:
                 self.publisher.create_topic(request={"name": self.topic_path(topic)})
             except AlreadyExists:
                 pass
-        try:
-            self.subscriber.create_subscription(request={
-                "name": self.subscription_path, "topic": self.topic_path(self.topic),
-                "ack_deadline_seconds": self.ack_deadline_seconds})
-        except AlreadyExists:
-            pass
+        subscriptions = [(self.subscription_path, self.topic)]
+        if self.retry_topic:
+            subscriptions.append((self.sensor_subscription_path, self.retry_topic))
+        for path, topic in subscriptions:
+            try:
+                self.subscriber.create_subscription(request={
+                    "name": path, "topic": self.topic_path(topic), "ack_deadline_seconds": self.ack_deadline_seconds})
+            except AlreadyExists:
+                pass
 
-    def pull(self, max_messages: int, timeout_s: float = 10.0, wait_s: float = 0.0) -> list:
+    def pull(self, max_messages: int, timeout_s: float = 10.0, wait_s: float = 0.0,
+             subscription_path: str | None = None) -> list:
         """Up to ``max_messages`` received messages; returns early when the subscription is drained.
         With ``wait_s``, an empty subscription is polled (every ``WAIT_POLL_S``) until a message
         arrives or ``wait_s`` has passed, so that a message published meanwhile is taken at once."""
@@ -93,7 +109,7 @@ class PubSubResource(dg.ConfigurableResource):
         deadline = time.monotonic() + wait_s
         while len(received) < max_messages:
             response = self.subscriber.pull(
-                request={"subscription": self.subscription_path,
+                request={"subscription": subscription_path or self.subscription_path,
                          "max_messages": min(PULL_BATCH, max_messages - len(received)),
                          "return_immediately": True},
                 timeout=timeout_s)
@@ -126,9 +142,9 @@ class PubSubResource(dg.ConfigurableResource):
                     return drained
                 time.sleep(0.5)
 
-    def acknowledge(self, ack_ids: Sequence[str]) -> None:
+    def acknowledge(self, ack_ids: Sequence[str], subscription_path: str | None = None) -> None:
         for start in range(0, len(ack_ids), PULL_BATCH):
-            self.subscriber.acknowledge(request={"subscription": self.subscription_path,
+            self.subscriber.acknowledge(request={"subscription": subscription_path or self.subscription_path,
                                                  "ack_ids": list(ack_ids[start:start + PULL_BATCH])})
 
     def publish(self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str]:

@@ -147,7 +147,7 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
 
     this_tick: set[str] = set()
     received, pending_acks, pending_keys, ack_now, bad = [], [], [], [], []
-    for message in pubsub.pull(max_messages, wait_s=wait_s):
+    for message in pubsub.pull(max_messages, wait_s=wait_s, subscription_path=pubsub.sensor_subscription_path):
         key = message_key(message.message)
         if key in state.remembered:  # an earlier tick recorded it; only its ack got lost
             ack_now.append((message.ack_id, key))
@@ -173,7 +173,7 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
                               "source_subscription": pubsub.subscription})
             for m, key, reason in bad])
     if ack_now:
-        pubsub.acknowledge([ack_id for ack_id, _ in ack_now])
+        pubsub.acknowledge([ack_id for ack_id, _ in ack_now], pubsub.sensor_subscription_path)
         acked_at = clock()
         state.remembered.update({key: int(acked_at + redelivery_grace_s) for _, key in ack_now})
 
@@ -212,7 +212,7 @@ def _acknowledge_recorded(context: dg.SensorEvaluationContext, pubsub: PubSubRes
     if not state.pending_acks:
         return
     try:
-        pubsub.acknowledge(state.pending_acks)
+        pubsub.acknowledge(state.pending_acks, pubsub.sensor_subscription_path)
     except GoogleAPICallError as e:  # e.g. ack IDs of a restarted emulator: they come back, and are known
         context.log.warning(f"could not acknowledge {len(state.pending_acks)} recorded message(s) "
                             f"({type(e).__name__}: {e}); their redeliveries will be recognised")

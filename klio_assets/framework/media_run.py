@@ -42,7 +42,7 @@ def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
     work = [(a, [o for o in a.outputs if o.asset in selected]) for a in ordered]
     work = [(a, outputs) for a, outputs in work if outputs]
     if tag_is_true(context.run.tags, PING_TAG):
-        yield from _ping(context, [o.asset for _, outputs in work for o in outputs], ids)
+        yield from ping_events(context, [o.asset for _, outputs in work for o in outputs], ids)
         for media, outputs in work:
             if media.event_output:  # Klio passes pings downstream, so a whole DAG can be traced
                 publish_event_output(context, media, outputs, ids, "ping")
@@ -136,7 +136,7 @@ def _run_failure(failed: dict[tuple[str, str], str], dropped: dict[tuple[str, st
                   "per_asset": dg.MetadataValue.json(per_asset), "problems": dg.MetadataValue.json(listed)})
 
 
-def _ping(context: dg.AssetExecutionContext, assets: Sequence[str], ids: list[str]):
+def ping_events(context: dg.AssetExecutionContext | dg.OpExecutionContext, assets: Sequence[str], ids: list[str]):
     """Klio's ping: record that the event reached each asset it would have run, and do nothing else."""
     for asset in assets:
         context.log.info(f"ping: '{asset}' reached for {len(ids)} media IDs; nothing processed")
@@ -146,7 +146,8 @@ def _ping(context: dg.AssetExecutionContext, assets: Sequence[str], ids: list[st
                                                 "nothing was processed (ping)"})
 
 
-def report_output(context: dg.AssetExecutionContext, output: ItemOutput, results: Mapping[str, ItemResult], tally: Tally):
+def report_output(context: dg.AssetExecutionContext | dg.OpExecutionContext, output: ItemOutput,
+                  results: Mapping[str, ItemResult], tally: Tally):
     """One output's events for a batch of its results (by media ID)."""
     asset = output.asset
     skipped = {m: r.outputs[asset].version for m, r in results.items() if r.status == ItemStatus.SKIPPED}

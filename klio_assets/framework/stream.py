@@ -1,0 +1,413 @@
+"""The media stream: ONE long-running Dagster run (``media_stream_job``) that takes new-content
+events from Pub/Sub and passes each media ID through the same per-item chain as a backfill
+(``pipelines.transforms.ProcessEventFn``: the same ``@media_asset`` functions, freshness records,
+force, ping, bottom-up, retries, timeouts, checks, event output, per-worker ``setup=``), on warm
+workers, and shows each ID in Dagster as soon as it is done.
+
+Per message:
+
+1. decode it (``klio_core.wire``); a bad event is dead-lettered with its reason and acknowledged;
+   a ping is recorded as ``status: ping`` observations and passed to the event output;
+2. make the media ID a ``media_ids`` partition, if it is not one yet (before its first report);
+3. run the event on a warm worker: the dev stack's ``dask.distributed`` workers when the
+   ``beam_runner`` is the DaskRunner, else a thread of this run's process. Events for an ID
+   already in flight wait for it (the second then finds fresh outputs, unless forced);
+4. report every output of the ID, as the batch step does (``media_run.report_output``):
+   materializations of exactly that partition, with the run that wrote them; a failed check;
+   a dropped or failed ID's observation with its reason. Each is stored when ``log_event``
+   returns. A dropped or failed ID is then published to the retry topic as a bottom-up event of
+   what it lacks, and the Pub/Sub sensor runs it as an ordinary batch run, so that a second
+   failure shows Failed by Dagster's own rule;
+5. then, and only then, acknowledge the message. A crash anywhere before leaves it unacked, and
+   Pub/Sub delivers it again: its outputs are fresh by then and skipped, and a fresh output
+   Dagster has no materialization of is reported from its record. So every ID ends with one
+   materialization per asset, and only the IDs in flight at a crash are computed twice.
+
+Messages come by long-polling pulls, at most ``max_in_flight`` held at a time, whose leases
+are extended while they are worked on (``Intake``). Terminate (or a successor, below)
+drains the stream: it stops pulling and nacks every message not yet acknowledged, which Pub/Sub
+delivers again at once, to the next stream run. A stream run ends by itself once a newer stream
+run has started: ``sensors.stream_sensor`` starts that successor after ``rotate_after_s``, so a
+run's page and event log stay bounded, and starts a new stream whenever none runs (a crash, a
+restart), unless a user terminated the last one.
+
+With a Dataflow streaming job doing the work (``pipelines.streaming``), the same run reads the
+job's result messages instead of events, and reports and acknowledges them the same way.
+"""
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+import dagster as dg
+from google.api_core.exceptions import GoogleAPICallError, RetryError
+from pydantic import Field
+
+from klio_assets.framework.media_asset import MediaAsset
+from klio_assets.framework.media_run import Tally, ping_events, publish_event_output, report_output
+from klio_core.media_ids import PARTITIONS_NAME
+from klio_core.records import ItemResult, ItemStatus
+from klio_core.wire import BadEvent, MediaEvent, encode_event, parse_event
+from pipelines import stream_worker
+from pipelines.graph import tasks_for_event
+from pipelines.streaming import decode_result
+from pipelines.transforms import ProcessEventFn
+
+STREAM_JOB = "media_stream_job"
+STREAM_TAG = "klio/stream"
+
+
+class StreamConfig(dg.Config):
+    max_in_flight: int = Field(default=8, ge=1, description=(
+        "Messages worked on at a time (Pub/Sub flow control): enough to keep every warm worker busy."))
+    progress_interval_s: float = Field(default=10.0, gt=0, description=(
+        "Seconds between the progress lines in the run's log (and its checks for a successor)."))
+    stop_after_idle_s: float | None = Field(default=None, gt=0, description=(
+        "End the run once nothing has been in flight and no message has come for this long (to work "
+        "off a backlog and stop). Default: run until terminated or succeeded by a newer stream run."))
+    results_subscription: str | None = Field(default=None, description=(
+        "Read a streaming Beam job's result messages from this subscription instead of running the "
+        "events here (Dataflow: pipelines.streaming)."))
+
+
+def build_media_stream_job(media_assets: Sequence[MediaAsset], *, retry_topic: str | None = None,
+                           name: str = STREAM_JOB) -> dg.JobDefinition:
+    """The long-running stream over ``media_assets`` (upstream first). A dropped or failed ID is
+    published to ``retry_topic`` for a batch run, if set."""
+
+    @dg.op(name="media_stream", required_resource_keys={"media_storage", "beam_runner", "pubsub"},
+           description="Takes new-content events from Pub/Sub for as long as it runs; each media ID's "
+                       "outputs show in Dagster as it finishes.")
+    def media_stream(context: dg.OpExecutionContext, config: StreamConfig) -> None:
+        MediaStream(context, media_assets, config, retry_topic).run()
+
+    @dg.job(name=name, tags={STREAM_TAG: "true"}, executor_def=dg.in_process_executor,
+            description="The media stream (Klio's streaming job): one run for as long as it runs.")
+    def stream_job():
+        media_stream()
+
+    return stream_job
+
+
+class MediaStream:
+    def __init__(self, context: dg.OpExecutionContext, media_assets: Sequence[MediaAsset], config: StreamConfig,
+                 retry_topic: str | None):
+        self.context = context
+        self.config = config
+        self.retry_topic = retry_topic
+        self.pubsub = context.resources.pubsub
+        self.store = context.resources.media_storage.store()
+        self.media = {media.name: media for media in media_assets}
+        self.tasks = [media.task(None, run_id=context.run_id) for media in media_assets]
+        self.known_assets = frozenset(o.asset for task in self.tasks for o in task.outputs)
+        self.inbox: queue.Queue = queue.Queue()
+        self.in_flight: dict[str, Any] = {}  # media ID -> its message
+        self.waiting: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.partitions: set[str] = set()
+        self.tally = Tally()
+        self.counts: collections.Counter = collections.Counter()
+        self.started = time.time()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        results_mode = self.config.results_subscription is not None
+        executor = None if results_mode else _executor(self.context.resources.beam_runner,
+                                                        ProcessEventFn(self.tasks, self.store), self.context.run_id)
+        subscription = (self.pubsub.subscriber.subscription_path(self.pubsub.project, self.config.results_subscription)
+                        if results_mode else self.pubsub.subscription_path)
+        intake = Intake(self.pubsub.subscriber, subscription, self.config.max_in_flight,
+                        self.pubsub.ack_deadline_seconds, lambda message: self.inbox.put(("message", message)))
+        self.context.log.info(f"streaming from {subscription}, up to {self.config.max_in_flight} in flight, on "
+                              f"{executor.where if executor else 'a streaming Beam job (its result messages)'}")
+        next_progress = time.monotonic() + self.config.progress_interval_s
+        last_busy = time.monotonic()
+        try:
+            while True:
+                try:
+                    kind, item = self.inbox.get(timeout=0.5)
+                except queue.Empty:
+                    kind, item = None, None
+                    idle_s = time.monotonic() - last_busy
+                    if self.config.stop_after_idle_s and not self.in_flight and idle_s >= self.config.stop_after_idle_s:
+                        self.context.log.info(f"nothing to do for {idle_s:.0f} s: the stream stops here")
+                        break
+                else:
+                    last_busy = time.monotonic()
+                if kind == "message":
+                    self._take(item, executor)
+                elif kind == "done":
+                    self._finish(*item)
+                if time.monotonic() >= next_progress:
+                    next_progress = time.monotonic() + self.config.progress_interval_s
+                    self._log_progress()
+                    if self._successor_started():
+                        self.context.log.info("a newer stream run has started: this one stops here")
+                        break
+        finally:
+            intake.stop()
+            self._drain()
+            if executor is not None:
+                executor.close()
+            self._log_progress()
+
+    def _drain(self) -> None:
+        """Nack every message not acknowledged yet: Pub/Sub delivers them again at once."""
+        pending = list(self.in_flight.values()) + [m for waiting in self.waiting.values() for m, _ in waiting]
+        while True:
+            try:
+                kind, item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            pending.append(item if kind == "message" else item[0])
+        for message in pending:
+            message.nack()
+        if pending:
+            self.context.log.info(f"drained: {len(pending)} message(s) not acknowledged go back to Pub/Sub")
+        self.in_flight.clear()
+        self.waiting.clear()
+
+    # --- one message ----------------------------------------------------------------------------
+
+    def _take(self, message, executor) -> None:
+        self.counts["messages"] += 1
+        if self.config.results_subscription is not None:
+            try:
+                done, results = decode_result(message.data, self.known_assets)
+            except (ValueError, KeyError) as e:
+                self.context.log.error(f"bad result message {message.message_id}: {e}")
+                message.ack()
+                return
+            self._ensure_partition(done.media_id)
+            self._report(message, done, results)
+            return
+        event = parse_event(message.data, self.known_assets)
+        if isinstance(event, BadEvent):
+            self._dead_letter(message, event.reason)
+            return
+        if event.ping:
+            self._ping(message, event)
+            return
+        if event.media_id in self.in_flight:
+            self.waiting[event.media_id].append((message, event))
+            return
+        self._start(message, event, executor)
+
+    def _start(self, message, event: MediaEvent, executor) -> None:
+        self._ensure_partition(event.media_id)
+        self.in_flight[event.media_id] = message
+        future = executor.submit(event)
+        future.add_done_callback(lambda f: self.inbox.put(("done", (message, event, f, executor))))
+
+    def _finish(self, message, event: MediaEvent, future, executor) -> None:
+        try:
+            results = future.result()
+        except Exception as e:  # the worker died, or its result could not come back
+            results = [ItemResult(event.media_id, ItemStatus.FAILED, f"on the worker: {type(e).__name__}: {e}",
+                                  task=task.name) for task in tasks_for_event(self.tasks, event.recipients, event.force)]
+        self._report(message, event, results)
+        del self.in_flight[event.media_id]
+        if self.waiting.get(event.media_id):
+            next_message, next_event = self.waiting[event.media_id].popleft()
+            self._start(next_message, next_event, executor)
+        else:
+            self.waiting.pop(event.media_id, None)
+
+    def _report(self, message, event: MediaEvent, results: Sequence[ItemResult]) -> None:
+        """Every event of the ID stored, its event output and retry published, then the ack."""
+        lacking = []
+        for result in results:
+            media = self.media[result.task]
+            self.tally.add(result.task, [result])
+            self.counts[str(result.status)] += 1
+            for output in media.outputs:
+                for dagster_event in report_output(self.context, output, {event.media_id: result}, self.tally):
+                    self.context.log_event(dagster_event)
+            if media.event_output and result.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED):
+                publish_event_output(self.context, media, media.outputs, [event.media_id],
+                                     {event.media_id: str(result.status)})
+            if result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
+                lacking += [o.asset for o in media.outputs]
+        if lacking and self.retry_topic:
+            retry = MediaEvent(event.media_id, force=event.force, recipients=tuple(lacking))
+            self.pubsub.publish(self.retry_topic, [(encode_event(retry), {"reason": "failed or dropped in the stream"})])
+        self.counts["ids"] += 1
+        message.ack()
+
+    def _ping(self, message, event: MediaEvent) -> None:
+        tasks = tasks_for_event(self.tasks, event.recipients, False)
+        self._ensure_partition(event.media_id)
+        for dagster_event in ping_events(self.context, [o.asset for t in tasks for o in t.outputs], [event.media_id]):
+            self.context.log_event(dagster_event)
+        for task in tasks:
+            media = self.media[task.name]
+            if media.event_output:  # Klio passes pings downstream
+                publish_event_output(self.context, media, media.outputs, [event.media_id], "ping")
+        message.ack()
+
+    def _dead_letter(self, message, reason: str) -> None:
+        self.context.log.warning(f"bad event (message {message.message_id}): {reason}")
+        self.counts["bad"] += 1
+        if self.pubsub.dead_letter_topic:
+            self.pubsub.publish(self.pubsub.dead_letter_topic, [(message.data, {
+                **message.attributes, "error": reason[:1024], "source_message_id": message.message_id,
+                "source_subscription": self.pubsub.subscription})])
+        message.ack()
+
+    def _ensure_partition(self, media_id: str) -> None:
+        if media_id not in self.partitions:
+            instance = self.context.instance
+            if not instance.has_dynamic_partition(PARTITIONS_NAME, media_id):
+                instance.add_dynamic_partitions(PARTITIONS_NAME, [media_id])
+            self.partitions.add(media_id)
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+
+    def _log_progress(self) -> None:
+        states = ", ".join(f"{self.counts[str(s)]} {s}" for s in ItemStatus)
+        self.context.log.info(f"stream: {self.counts['ids']} media IDs done ({states} asset results), "
+                              f"{len(self.in_flight)} in flight, {self.counts['bad']} bad events, "
+                              f"up {time.time() - self.started:.0f} s")
+
+    def _successor_started(self) -> bool:
+        """Whether a stream run created after this one has started (``sensors.stream_sensor``)."""
+        records = self.context.instance.get_run_records(
+            dg.RunsFilter(job_name=self.context.job_name, statuses=[dg.DagsterRunStatus.STARTED]), limit=5)
+        mine = next((r.create_timestamp for r in records if r.dagster_run.run_id == self.context.run_id), None)
+        return mine is not None and any(r.create_timestamp > mine for r in records)
+
+
+class Held:
+    """A pulled message this stream holds until it acknowledges or gives it back."""
+
+    def __init__(self, received, intake: "Intake"):
+        self.ack_id = received.ack_id
+        self.data = received.message.data
+        self.attributes = dict(received.message.attributes)
+        self.message_id = received.message.message_id
+        self.intake = intake
+
+    def ack(self) -> None:
+        self.intake.settle(self, ack=True)
+
+    def nack(self) -> None:
+        self.intake.settle(self, ack=False)
+
+
+class Intake:
+    """Pulls the subscription in a thread, at most ``capacity`` messages held at a time, and
+    keeps the held ones' leases alive until each is acknowledged (after its work is stored) or
+    given back (deadline 0: Pub/Sub delivers it again at once).
+
+    Long-polling pulls, not the client's streaming pull: a closed streaming pull stays open on
+    the emulator, which then keeps handing it messages that nobody reads.
+    """
+
+    POLL_S = 5.0
+
+    def __init__(self, subscriber, subscription: str, capacity: int, ack_deadline_s: int,
+                 deliver: Callable[[Held], None]):
+        self.subscriber = subscriber
+        self.subscription = subscription
+        self.capacity = capacity
+        self.ack_deadline_s = ack_deadline_s
+        self.deliver = deliver
+        self.held: dict[str, Held] = {}
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._pull, name="media-stream-intake", daemon=True)
+        self.thread.start()
+
+    def _pull(self) -> None:
+        extended = time.monotonic()
+        while not self.stopping.is_set():
+            if time.monotonic() - extended >= self.ack_deadline_s / 3:
+                self._extend()
+                extended = time.monotonic()
+            with self.lock:
+                free = self.capacity - len(self.held)
+            if free <= 0:
+                self.stopping.wait(0.05)
+                continue
+            try:
+                response = self.subscriber.pull(
+                    request={"subscription": self.subscription, "max_messages": free, "return_immediately": False},
+                    timeout=self.POLL_S)
+            except (GoogleAPICallError, RetryError):  # an empty long poll ends so; the emulator restarting too
+                continue
+            for received in response.received_messages:
+                held = Held(received, self)
+                with self.lock:
+                    self.held[held.ack_id] = held
+                if self.stopping.is_set():
+                    held.nack()
+                else:
+                    self.deliver(held)
+
+    def _extend(self) -> None:
+        with self.lock:
+            ack_ids = list(self.held)
+        if ack_ids:
+            self.subscriber.modify_ack_deadline(request={"subscription": self.subscription, "ack_ids": ack_ids,
+                                                         "ack_deadline_seconds": self.ack_deadline_s})
+
+    def settle(self, held: Held, ack: bool) -> None:
+        with self.lock:
+            if self.held.pop(held.ack_id, None) is None:
+                return
+        if ack:
+            self.subscriber.acknowledge(request={"subscription": self.subscription, "ack_ids": [held.ack_id]})
+        else:
+            self.subscriber.modify_ack_deadline(request={"subscription": self.subscription, "ack_ids": [held.ack_id],
+                                                         "ack_deadline_seconds": 0})
+
+    def stop(self) -> None:
+        """No more pulls; what a pull still brings back is given back."""
+        self.stopping.set()
+        self.thread.join(self.POLL_S + 5)
+
+
+class _ThreadExecutor:
+    """Events run in a thread of this run's process (no warm workers configured)."""
+
+    def __init__(self, fn: ProcessEventFn):
+        self.fn = fn
+        self.fn.setup()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-stream")
+        self.where = "this run's process"
+
+    def submit(self, event: MediaEvent) -> Future:
+        return self.pool.submit(self.fn.results_for, event)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _DaskExecutor:
+    """Events run on the warm workers of a ``dask.distributed`` cluster (``klio-dev``'s)."""
+
+    def __init__(self, address: str, fn: ProcessEventFn, stream_key: str):
+        from distributed import Client
+
+        self.client = Client(address, timeout=30)
+        self.pickled = cloudpickle.dumps(fn)
+        self.stream_key = stream_key
+        self.where = f"the warm workers at {address}"
+
+    def submit(self, event: MediaEvent):
+        return self.client.submit(stream_worker.results_for, self.stream_key, self.pickled, event, pure=False)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _executor(runner, fn: ProcessEventFn, stream_key: str) -> "_ThreadExecutor | _DaskExecutor":
+    if runner.runner == "DaskRunner" and runner.dask is not None:
+        return _DaskExecutor(runner.dask.client_address, fn, stream_key)
+    return _ThreadExecutor(fn)
+

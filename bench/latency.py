@@ -5,8 +5,9 @@ Pub/Sub emulator and the sensor), writes noisy clips into its data folder, publi
 (top-down: every media asset) and measures, per media ID, publish -> every media asset
 materialized, and where the time went:
 
-- **to run created**: until the sensor's run holding the ID was created;
-- **to run started**: until that run's process started;
+- **to run created**: until the sensor's run holding the ID was created (the media stream's run
+  is older than the event: negative);
+- **to run started**: until that run's process started (likewise);
 - **processing and reporting**: until the ID's last materialization was stored.
 
 Measured, side by side in this run:
@@ -24,9 +25,11 @@ Measured, side by side in this run:
      the Pub/Sub emulator) per media ID, and the share of the machine the stack used; and the
      same for ``--idle-s`` seconds with no events, first, per second.
 
-(s) and (r) run once per ``--dev-workers`` value, each on a fresh stack, side by side: 0 is every
-run computing in its own fresh process (the DirectRunner), N is the stack's N warm Beam workers
-(``KLIO_DEV_WORKERS``, default one per core).
+(s) and (r) run once per ``--stacks`` value, each on a fresh stack, side by side: ``batch:0`` is
+a run per sensor tick, each computing in its own fresh process (the DirectRunner); ``batch:N``
+the same runs on the stack's N warm Beam workers (``KLIO_DEV_WORKERS``); ``stream:N`` the media
+stream (one long-running run, ``klio_assets.framework.stream``) on N warm workers, as
+``scripts/dev.sh`` runs by default.
 
 Nothing here is a test: figures go to docs/BENCHMARKS.md.
 """
@@ -49,6 +52,7 @@ import records  # noqa: E402  (bench/records.py: noisy clips)
 import scale  # noqa: E402  (bench/scale.py: the stack's instance)
 
 from klio_assets.definitions import MEDIA_ASSETS, MEDIA_GRAPH  # noqa: E402
+from klio_assets.framework.stream import STREAM_JOB  # noqa: E402
 from klio_assets.settings import DEV_PROJECT  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
 from klio_dev import bytecode  # noqa: E402
@@ -236,6 +240,16 @@ def compute_bound_limit(root: str, ids: list[str]) -> float:
     return sum(n for _, _, n in spans) / (max(e for _, e, _ in spans) - min(s for s, _, _ in spans))
 
 
+def wait_for_stream(instance: dg.DagsterInstance, timeout_s: float = 300) -> None:
+    """Until the stack's media stream run has started (its keeper sensor starts it)."""
+    deadline = time.monotonic() + timeout_s
+    while not instance.get_runs(dg.RunsFilter(job_name=STREAM_JOB, statuses=[dg.DagsterRunStatus.STARTED])):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the media stream did not start")
+        time.sleep(1)
+    time.sleep(2)
+
+
 def summarize(name: str, timings: dict[str, dict[str, float]], expected: int) -> str:
     done = [timings[m]["done"] for m in timings]
     parts = {k: statistics.median(t[k] for t in timings.values()) for k in ("created", "started", "done")} \
@@ -252,17 +266,22 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="length of each stream (default 5)")
     parser.add_argument("--idle-s", type=float, default=20.0, help="idle stack's CPU, measured first (default 20)")
     parser.add_argument("--limit-n", type=int, default=40, help="clips for the compute-bound limit (default 40)")
-    parser.add_argument("--dev-workers", type=int, nargs="*", default=[0, CORES],
-                        help=f"stacks to compare: KLIO_DEV_WORKERS values (default 0 {CORES})")
+    parser.add_argument("--stacks", nargs="*", default=["batch:0", f"batch:{CORES}", f"stream:{CORES}"],
+                        help="stacks to compare, each MODE:WORKERS: batch (a run per sensor tick) or stream "
+                             f"(the media stream), KLIO_DEV_WORKERS warm workers (default batch:0 batch:{CORES} "
+                             f"stream:{CORES})")
     args = parser.parse_args()
     print(bytecode.summary())
 
     folder = tempfile.mkdtemp(prefix="bench-latency-")
     rows, cpu_rows, held = [], [], {}
-    for workers in args.dev_workers:
-        os.environ["KLIO_DEV_WORKERS"] = str(workers)
-        label = f"{workers} warm workers" if workers else "a process per run"
-        held[label] = measure_stack(os.path.join(folder, f"workers-{workers}"), args, label, rows, cpu_rows)
+    for stack in args.stacks:
+        mode, _, workers = stack.partition(":")
+        os.environ["KLIO_DEV_WORKERS"] = workers
+        label = ("the media stream, " if mode == "stream" else "") + (
+            f"{workers} warm workers" if int(workers) else "a process per run")
+        held[label] = measure_stack(os.path.join(folder, f"{mode}-{workers}"), args, label, rows, cpu_rows,
+                                    streaming=mode == "stream")
     limit_ids = records.write_noisy_catalogue(os.path.join(folder, "limit", "sources"), "limit",
                                               args.limit_n + CORES, 3.0)
     limit = compute_bound_limit(os.path.join(folder, "limit"), limit_ids)
@@ -283,12 +302,13 @@ def main() -> int:
     return 0
 
 
-def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list[str]) -> list[float]:
+def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list[str],
+                  streaming: bool = False) -> list[float]:
     """The singles and streams on a fresh dev stack in ``folder``; appends their rows, and the
     CPU by role of the idle stack, the singles and each stream, and returns the rates held."""
     held = []
     os.makedirs(folder)
-    stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500)
+    stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500, streaming=streaming)
     try:
         sources = os.path.join(stack.data_root, "sources")
         single_ids = records.write_noisy_catalogue(sources, "single", args.singles, 5.0)
@@ -299,6 +319,8 @@ def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list
             cpu_by_role = functools.partial(CpuByRole, stack.process.pid, stack.emulator_port)
             print(f"{label}: idle for {args.idle_s:g} s", flush=True)
             time.sleep(5)  # the workers' warm-up, which starts with the stack, is over by then
+            if streaming:
+                wait_for_stream(instance)
             with cpu_by_role() as cpu:
                 time.sleep(args.idle_s)
             cpu_rows.append(cpu.row(f"{label}: idle (CPU ms per second, not per ID)", args.idle_s))

@@ -5,8 +5,10 @@ Writes the demo catalogue and registers it; serves the data folder read-only ove
 ``KLIO_PUBSUB_PROJECT`` names a real project, starts the Pub/Sub emulator (port
 ``KLIO_PUBSUB_EMULATOR_PORT``, default 8085) and creates the topics and subscription; unless a
 Beam runner is configured, starts warm Beam workers (``KLIO_DEV_WORKERS``, default one per core;
-``klio_dev.local_workers``) and points the runs at them; then runs ``dagster dev`` with the
-given arguments and stops the workers and the emulator when it exits.
+``klio_dev.local_workers``) and points the runs and the media stream at them; then runs ``dagster
+dev`` with the given arguments and stops the workers and the emulator when it exits. New content
+goes through the media stream (``KLIO_STREAMING``, default true here; false: a batch run per
+sensor tick).
 
 The emulator keeps nothing on disk: a new one starts empty. So that a restart of the stack loses
 no event, ``klio-dev`` carries the messages still on the input subscription (published but not
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.environ.setdefault("KLIO_STREAMING", "true")  # the dev stack streams, unless told otherwise
     settings = Settings.from_env()
     home, data_root = os.environ["DAGSTER_HOME"], settings.data_root
 

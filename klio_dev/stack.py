@@ -128,15 +128,18 @@ class DevStack:
             return s.connect_ex(("127.0.0.1", self.emulator_port)) != 0
 
 
-def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int, wait: bool = True) -> DevStack:
+def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int, wait: bool = True,
+                    streaming: bool = False) -> DevStack:
     """``scripts/dev.sh`` on free ports with its state in ``folder`` (start it again on the same
     folder to restart it). ``wait``: until the code location has loaded (else call
-    ``wait_until_loaded``)."""
+    ``wait_until_loaded``). ``streaming``: new content goes through the media stream, as
+    ``scripts/dev.sh`` does by default; else through a batch run per sensor tick."""
     port, emulator_port = free_port(), free_port()
     data_root, log_path = os.path.join(folder, "data"), os.path.join(folder, "dev.log")
     env = {**os.environ, "DAGSTER_HOME": os.path.join(folder, "home"), "KLIO_DATA_ROOT": data_root,
            "KLIO_DEMO_COUNT": str(demo_count), "KLIO_MAX_IDS_PER_RUN": str(max_ids_per_run),
-           "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port), "KLIO_MEDIA_PORT": str(free_port())}
+           "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port), "KLIO_MEDIA_PORT": str(free_port()),
+           "KLIO_STREAMING": str(streaming).lower()}
     for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST", "KLIO_MEDIA_URL"):
         env.pop(name, None)
     with open(log_path, "a") as log:

@@ -19,7 +19,8 @@ TEXT = (".md", ".py", ".proto", ".yaml", ".yml", ".toml", ".sh", ".txt")
 def cited_files() -> list[str]:
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     return [f for f in tracked if (f.endswith(TEXT) or os.path.basename(f) == "Dockerfile")
-            and f != "requirements.lock" and os.path.exists(os.path.join(ROOT, f))]
+            and f not in ("requirements.lock", "tests/test_docs.py")  # this file cites wrong ones on purpose
+            and os.path.exists(os.path.join(ROOT, f))]
 
 
 def citations(text: str) -> tuple[set[str], set[str]]:

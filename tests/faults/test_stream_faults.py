@@ -1,0 +1,102 @@
+"""The media stream on the real dev stack, as ``scripts/dev.sh`` runs it: events published to the
+emulator become materializations with no run per event, and a SIGKILL of the stream's process
+mid-stream loses nothing and repeats nothing but what was in flight."""
+
+import os
+import signal
+import time
+
+import dagster as dg
+import numpy as np
+import pytest
+import soundfile
+
+from klio_assets.framework.stream import STREAM_JOB
+from klio_core.wire import MediaEvent, encode_event
+from klio_dev.stack import start_dev_stack, wait_until
+from resources.pubsub import PubSubResource
+from tests.faults.test_dev_stack_runs import assert_ui_equals_disk, run_worker_pid
+from tests.faults.test_run_killed import ASSETS
+
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
+RATE = 22050
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = start_dev_stack(str(tmp_path_factory.mktemp("stream")), demo_count=0, max_ids_per_run=50, streaming=True)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def instance(stack, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", stack.env["DAGSTER_HOME"])
+    with dg.DagsterInstance.get() as instance:
+        yield instance
+
+
+def stream_runs(instance, *statuses) -> list[dg.DagsterRun]:
+    return instance.get_runs(dg.RunsFilter(job_name=STREAM_JOB, statuses=list(statuses)))
+
+
+def publish(stack, monkeypatch, ids: list[str]) -> None:
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{stack.emulator_port}")
+    pubsub = PubSubResource(project="klio-dev")
+    pubsub.publish(pubsub.topic, [(encode_event(MediaEvent(m)), {}) for m in ids])
+
+
+def write_clips(stack, ids: list[str], seconds: float) -> None:
+    for i, media_id in enumerate(ids):
+        samples = (0.2 * np.random.default_rng(i).standard_normal(int(seconds * RATE))).astype(np.float32)
+        soundfile.write(os.path.join(stack.data_root, "sources", media_id + ".wav"), samples, RATE, subtype="PCM_16")
+
+
+def materializations(instance, asset: str, media_id: str) -> int:
+    return len(instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(asset), asset_partitions=[media_id]), limit=10).records)
+
+
+def done(instance, ids: list[str]) -> set[str]:
+    left = set(ids)
+    for asset in ASSETS:
+        left &= set(instance.get_materialized_partitions(dg.AssetKey(asset)))
+    return left
+
+
+def test_events_become_materializations_in_one_long_running_run(stack, instance, monkeypatch):
+    wait_until(lambda: stream_runs(instance, dg.DagsterRunStatus.STARTED), 300, "the stream to start", stack.log_path)
+    [stream] = stream_runs(instance, dg.DagsterRunStatus.STARTED)
+    ids = [f"new-{i}" for i in range(3)]
+    write_clips(stack, ids, 2.0)
+    runs_before = len(instance.get_runs())
+    publish(stack, monkeypatch, ids)
+    wait_until(lambda: done(instance, ids) == set(ids), 300, "the stream to materialize the IDs", stack.log_path)
+    assert len(instance.get_runs()) == runs_before  # no run per event
+    for media_id in ids:
+        [record] = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("mfcc_plot"), asset_partitions=[media_id]), limit=1).records
+        assert record.run_id == stream.run_id
+    assert set(ids) <= set(instance.get_dynamic_partitions("media_ids"))
+
+
+def test_a_killed_stream_is_restarted_and_every_id_is_materialized_once(stack, instance, monkeypatch):
+    wait_until(lambda: stream_runs(instance, dg.DagsterRunStatus.STARTED), 300, "the stream to start", stack.log_path)
+    [first] = stream_runs(instance, dg.DagsterRunStatus.STARTED)
+    ids = [f"kill-{i:02d}" for i in range(12)]
+    write_clips(stack, ids, 3.0)
+    publish(stack, monkeypatch, ids)
+    wait_until(lambda: len(done(instance, ids)) >= 2, 300, "the stream to be working", stack.log_path)
+    worker = run_worker_pid()
+    assert worker is not None
+    os.kill(worker, signal.SIGKILL)
+    killed_at = time.time()
+    # the run is marked failed, the daemon or the keeper starts another, and the messages the
+    # killed one held come back when their ack deadline passes
+    wait_until(lambda: done(instance, ids) == set(ids), 600, "every ID after the kill", stack.log_path)
+    restarted = [r for r in stream_runs(instance) if r.run_id != first.run_id]
+    assert restarted, "a new stream run took over"
+    assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE
+    repeated = {(a, m): n for a in ASSETS for m in ids if (n := materializations(instance, a, m)) != 1}
+    assert repeated == {}, f"killed {time.time() - killed_at:.0f} s ago; not once: {repeated}"
+    assert_ui_equals_disk(stack, ids)

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from klio_core.media_store import MediaStore
 from pipelines.run import MediaPipelineRun
 from pipelines.specs import ItemTask
+from pipelines.streaming import build_streaming_pipeline
 
 # Short names for runners that Beam only knows by their full class path.
 RUNNER_ALIASES = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
@@ -104,7 +105,7 @@ class BeamRunner(dg.ConfigurableResource):
             "Seconds between the workers' writes of finished items and the run's reads of them: how "
             "soon a finished media ID shows as materialized in the UI while the pipeline goes on."))
 
-    def pipeline_options(self, job_name: str) -> PipelineOptions:
+    def pipeline_options(self, job_name: str, extra: Sequence[str] = ()) -> PipelineOptions:
         """The options for one pipeline. Beam checks them (required Dataflow options, formats)
         when the pipeline is built, before anything is submitted."""
         runner = RUNNER_ALIASES.get(self.runner, self.runner)
@@ -117,8 +118,21 @@ class BeamRunner(dg.ConfigurableResource):
             if self.dask is None:
                 raise ValueError("runner DaskRunner needs the `dask` settings (client_address)")
             runner_args = self.dask.args()
-        return PipelineOptions([f"--runner={runner}", f"--job_name={job_name}", *runner_args,
+        return PipelineOptions([f"--runner={runner}", f"--job_name={job_name}", *runner_args, *extra,
                                 *self.pipeline_args])
+
+    def deploy_stream(self, tasks: Sequence[ItemTask], store: MediaStore, *, subscription_path: str,
+                      results_topic_path: str, dead_letter_topic_path: str | None = None,
+                      job_name: str = "klio-media-stream", update: bool = False) -> None:
+        """Submit the media stream as ONE streaming Beam job (``pipelines.streaming``): on
+        Dataflow it is deployed once, and ``update`` replaces the running job of the same name
+        in place (Dataflow's ``--update``); stop it with a drain (``gcloud dataflow jobs drain``),
+        which finishes what it read. The Dagster stream run reads its result messages."""
+        options = self.pipeline_options(job_name, ["--streaming", *(["--update"] if update else [])])
+        pipeline = build_streaming_pipeline(tasks, store, options, subscription_path=subscription_path,
+                                            results_topic_path=results_topic_path,
+                                            dead_letter_topic_path=dead_letter_topic_path)
+        pipeline.run()
 
     def run(self, tasks: Sequence[ItemTask], store: MediaStore, media_ids: list[str], run_id: str) -> MediaPipelineRun:
         """One pipeline that passes each media ID through ``tasks``; iterate its ``results()``."""

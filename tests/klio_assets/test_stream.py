@@ -13,6 +13,8 @@ from klio_assets.builtin.audio import AUDIO_ASSETS, waveform
 from klio_assets.framework.stream import STREAM_JOB, build_media_stream_job
 from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.wire import MediaEvent, encode_event, parse_event
+from pipelines.streaming import encode_result
+from pipelines.transforms import ProcessEventFn
 from resources.beam import BeamRunner
 from resources.pubsub import PubSubResource
 from resources.storage import LocalMediaStorage
@@ -171,3 +173,23 @@ def test_event_output_passes_through_the_stream(instance, store_root, catalogue_
     assert [(parse_event(m.message.data, set()).media_id, m.message.attributes["status"]) for m in sent] == [
         (catalogue_ids[0], "materialized")]
     assert build_media_assets([waveform, peak])  # the same assets, as a backfill runs them
+
+
+def test_result_messages_of_a_streaming_beam_job_are_reported_then_acked(instance, store_root, catalogue_ids, pubsub):
+    """The Dataflow path's Dagster side: the result messages a streaming Beam job writes
+    (``pipelines.streaming``) are reported as the local stream reports, then acknowledged."""
+    topic, subscription = pubsub.topic + "-results", pubsub.topic + "-results-sub"
+    pubsub.publisher.create_topic(request={"name": pubsub.topic_path(topic)})
+    path = pubsub.subscriber.subscription_path(pubsub.project, subscription)
+    pubsub.subscriber.create_subscription(request={"name": path, "topic": pubsub.topic_path(topic)})
+    worker = ProcessEventFn([m.task(None, run_id="a-dataflow-job") for m in FEATURES],
+                            LocalMediaStorage(root=store_root).store())
+    event = MediaEvent(catalogue_ids[3])
+    pubsub.publish(topic, [(encode_result(event, worker.results_for(event)), {}), (b"not a result", {})])
+    result = run_stream(build_media_stream_job(FEATURES), instance, stream_resources(store_root, pubsub),
+                        results_subscription=subscription)
+    assert result.success
+    for asset in ("waveform", "mel_spectrogram", "mfcc"):
+        assert materialized_partitions(instance, asset) == {catalogue_ids[3]}, asset
+    assert catalogue_ids[3] in instance.get_dynamic_partitions(PARTITIONS_NAME)
+    assert pubsub.pull(10, wait_s=1.0, subscription_path=path) == []  # both acknowledged

@@ -92,6 +92,33 @@ def test_dataflow_options_from_the_resource_reach_the_job_request(google_cloud, 
     assert {n.split("/")[0] for n in names if not n.startswith("ref_")} == {"MediaIds", "ProcessMedia"}
 
 
+def test_the_media_stream_is_one_dataflow_streaming_job_reading_pubsub(google_cloud, tmp_path):
+    """What Dataflow would run for the stream (to the boundary: Beam writes the job request as a
+    template): a streaming job, on the worker image, that reads the input subscription and
+    writes result messages, with the same per-item step as the batch job."""
+    template = tmp_path / "stream.json"
+    runner = BeamRunner(runner="DataflowRunner", dataflow=DATAFLOW, pipeline_args=[f"--template_location={template}"])
+    subscription = "projects/klio-prod/subscriptions/klio-media-events-dagster"
+    runner.deploy_stream([a.task(None) for a in AUDIO_ASSETS], GCSMediaStore("gs://klio-media/catalogue"),
+                         subscription_path=subscription, results_topic_path="projects/klio-prod/topics/klio-media-results",
+                         dead_letter_topic_path="projects/klio-prod/topics/klio-media-events-dead-letter")
+    job = json.loads(template.read_text())
+    assert (job["type"], job["name"]) == ("JOB_TYPE_STREAMING", "klio-media-stream")
+    [pool] = job["environment"]["workerPools"]
+    assert pool["workerHarnessContainerImage"] == DATAFLOW.sdk_container_image
+    assert pool["autoscalingSettings"]["maxNumWorkers"] == 40
+    folder = pool["packages"][0]["location"].rsplit("/", 1)[0]
+    bucket, path = folder.removeprefix("storage.googleapis.com/").split("/", 1)
+    staged = beam_runner_api_pb2.Pipeline.FromString(
+        google_cloud.bucket(bucket).blob(f"{path}/pipeline.pb").download_as_bytes())
+    transforms = staged.components.transforms.values()
+    reads = [t for t in transforms if t.spec.urn == "beam:transform:pubsub_read:v1"]
+    assert len(reads) == 1 and subscription.encode() in reads[0].spec.payload
+    assert any(t.spec.urn == "beam:transform:pubsub_write:v1" for t in transforms)
+    tops = {t.unique_name.split("/")[0] for t in transforms if not t.unique_name.startswith("ref_")}
+    assert {"ReadEvents", "DecodeEvents", "ProcessEvent", "WriteResults", "DeadLetter"} <= tops
+
+
 def test_dataflow_settings_are_checked_before_anything_is_submitted():
     with pytest.raises(ValueError, match="gs:// location"):
         DataflowSettings(project="p", region="europe-west1", temp_location="/tmp/beam", sdk_container_image="i")

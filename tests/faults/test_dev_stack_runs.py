@@ -29,13 +29,6 @@ def stack(tmp_path_factory):
     stack.stop()
 
 
-@pytest.fixture
-def instance(stack, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", stack.env["DAGSTER_HOME"])
-    with dg.DagsterInstance.get() as instance:
-        yield instance
-
-
 def noisy(path: str, seconds: float, seed: int) -> None:
     samples = (0.2 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
     soundfile.write(path, samples, RATE, subtype="PCM_16")

@@ -13,7 +13,7 @@ import soundfile
 
 from klio_assets.framework.stream import STREAM_JOB
 from klio_core.wire import MediaEvent, encode_event
-from klio_dev.stack import start_dev_stack, wait_until
+from klio_dev.stack import processes, start_dev_stack, wait_until
 from resources.pubsub import PubSubResource
 from tests.faults.test_dev_stack_runs import assert_ui_equals_disk, run_worker_pid
 from tests.faults.test_run_killed import ASSETS
@@ -27,13 +27,6 @@ def stack(tmp_path_factory):
     stack = start_dev_stack(str(tmp_path_factory.mktemp("stream")), demo_count=0, max_ids_per_run=50, streaming=True)
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-def instance(stack, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", stack.env["DAGSTER_HOME"])
-    with dg.DagsterInstance.get() as instance:
-        yield instance
 
 
 def stream_runs(instance, *statuses) -> list[dg.DagsterRun]:
@@ -99,4 +92,21 @@ def test_a_killed_stream_is_restarted_and_every_id_is_materialized_once(stack, i
     assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE
     repeated = {(a, m): n for a in ASSETS for m in ids if (n := materializations(instance, a, m)) != 1}
     assert repeated == {}, f"killed {time.time() - killed_at:.0f} s ago; not once: {repeated}"
+    assert_ui_equals_disk(stack, ids)
+
+
+def test_a_killed_warm_worker_costs_the_stream_nothing(stack, instance, monkeypatch):
+    wait_until(lambda: stream_runs(instance, dg.DagsterRunStatus.STARTED), 300, "the stream to start", stack.log_path)
+    ids = [f"worker-{i:02d}" for i in range(8)]
+    write_clips(stack, ids, 3.0)
+    publish(stack, monkeypatch, ids)
+    wait_until(lambda: len(done(instance, ids)) >= 1, 300, "the stream to be working", stack.log_path)
+    everything = processes()
+    dev = {p.pid for p in everything if "klio-dev" in p.command}
+    workers = [p.pid for p in everything if p.parent in dev and "spawn_main" in p.command]
+    assert workers, "no warm worker to kill"
+    os.kill(workers[0], signal.SIGKILL)  # its nanny starts another; Dask runs its task again
+    wait_until(lambda: done(instance, ids) == set(ids), 600, "every ID after the kill", stack.log_path)
+    repeated = {(a, m): n for a in ASSETS for m in ids if (n := materializations(instance, a, m)) != 1}
+    assert repeated == {}, f"not once: {repeated}"
     assert_ui_equals_disk(stack, ids)

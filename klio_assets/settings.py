@@ -19,7 +19,7 @@ the variable.
 | ``KLIO_DEMO_COUNT`` | ``demo_count``: clips in ``klio-dev``'s demo catalogue | 12 |
 | ``KLIO_DEV_WORKERS`` | ``dev_workers``: warm Beam worker processes ``klio-dev`` starts for the code location's runs (``klio_dev.local_workers``) when no runner is configured; 0: each run computes in its own process (DirectRunner) | one per core |
 | ``KLIO_SENSOR_HOLD_WHILE_QUEUED`` | ``sensor_hold_while_queued``: new events wait in Pub/Sub while a sensor run waits in the run queue, so runs grow under load (``sensors.pubsub_sensor``) | true |
-| ``KLIO_STREAMING`` | ``streaming``: new content goes through one long-running stream run (``klio_assets.framework.stream``), kept going by the ``media_stream_keeper`` sensor; the Pub/Sub sensor then takes only the stream's retries (``KLIO_PUBSUB_RETRY_TOPIC``, ``_RETRY_SUBSCRIPTION``) as batch runs | false |
+| ``KLIO_STREAMING`` | ``streaming``: new content goes through one long-running stream run (``klio_assets.framework.stream``), kept going by the ``media_stream_keeper`` sensor; the Pub/Sub sensor then takes only the stream's retries (``KLIO_PUBSUB_RETRY_TOPIC``, ``_RETRY_SUBSCRIPTION``; default ``klio-media-events-retry``, ``klio-media-events-retry-dagster``) as batch runs | false |
 | ``KLIO_STREAM_ROTATE_AFTER_S`` | ``stream_rotate_after_s``: a stream run's successor starts after this long (0: never) | 3600 |
 | ``KLIO_BEAM_RUNNER``, ``KLIO_BEAM_ARGS``, ``KLIO_DATAFLOW_*``, ``KLIO_DASK_*`` | ``beam_runner``: see ``resources.beam.beam_runner_from`` | the DirectRunner |
 
@@ -85,7 +85,7 @@ class Settings(BaseModel):
     dev_workers: int = Field(default=os.cpu_count() or 1, ge=0)
     sensor_hold_while_queued: bool = True
     streaming: bool = False
-    pubsub_retry_topic: str = _PUBSUB_DEFAULTS["retry_topic"].default
+    pubsub_retry_topic: str = "klio-media-events-retry"
     pubsub_retry_subscription: str = _PUBSUB_DEFAULTS["retry_subscription"].default
     stream_rotate_after_s: float = Field(default=3600.0, ge=0)
     beam_runner: BeamRunner = Field(default_factory=BeamRunner)

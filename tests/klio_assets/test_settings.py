@@ -77,3 +77,15 @@ def test_no_module_but_settings_reads_a_klio_variable():
                         readers.append(f"{package}/{name}")
     assert readers == []
     assert _reads_klio_variable(ast.parse('os.environ.get("KLIO_DATA_ROOT", "data")').body[0].value)
+
+
+def test_with_the_stream_on_the_sensor_takes_only_the_streams_retries(monkeypatch):
+    """Both must not read the input subscription: the sensor would turn half the events into
+    batch runs beside the stream."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", "127.0.0.1:1")  # clients are made lazily; nothing connects
+    batch = Settings.from_env({}).pubsub()
+    stream = Settings.from_env({"KLIO_STREAMING": "true"}).pubsub()
+    assert batch.retry_topic is None and batch.sensor_subscription_path == batch.subscription_path
+    assert stream.retry_topic == "klio-media-events-retry"
+    assert stream.sensor_subscription_path.endswith("/klio-media-events-retry-dagster")
+    assert stream.sensor_subscription_path != stream.subscription_path

@@ -12,7 +12,7 @@ from klio_assets.builtin import BUILTIN_ASSETS
 from klio_assets.framework.stream import build_media_stream_job
 from klio_assets.settings import Settings
 from pipelines.graph import asset_graph, in_dependency_order
-from sensors.pubsub_sensor import build_pubsub_sensor
+from sensors.pubsub_sensor import WAIT_FOR_EVENTS_S, build_pubsub_sensor
 from sensors.stream_sensor import build_stream_sensor
 
 SETTINGS = Settings.from_env()
@@ -31,6 +31,9 @@ defs = dg.Definitions(
     sensors=[build_pubsub_sensor(
         MEDIA_GRAPH, max_ids_per_run=SETTINGS.max_ids_per_run, hold_while_queued=SETTINGS.sensor_hold_while_queued,
         default_status=SENSOR_STATUS,
+        # the stream's retries need no second's latency: no listening for them between ticks
+        wait_for_events_s=0.0 if SETTINGS.streaming else WAIT_FOR_EVENTS_S,
+        minimum_interval_seconds=5 if SETTINGS.streaming else 1,
     ), *([build_stream_sensor(STREAM_JOB, rotate_after_s=SETTINGS.stream_rotate_after_s,
                               default_status=SENSOR_STATUS)] if SETTINGS.streaming else [])],
     resources={"media_storage": MEDIA_STORAGE, "beam_runner": SETTINGS.beam_runner, "pubsub": PUBSUB},

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 
 SINGLE_THREADED = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                           "NUMBA_NUM_THREADS")}
+IDLE_FRIENDLY = {"distributed.admin.tick.interval": "1s", "distributed.worker.memory.monitor-interval": "1s",
+                 "distributed.scheduler.work-stealing-interval": "1s"}
 log = logging.getLogger(__name__)
 
 
@@ -32,8 +34,11 @@ def local_workers(count: int, warm_up: Callable[[], None] | None = None) -> Iter
     from distributed import Client, LocalCluster
 
     # No dashboard, so nothing reads the statistical profile each worker would otherwise take
-    # of its task thread every 10 ms (the nannies hand this setting to their workers).
-    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+    # of its task thread every 10 ms (the nannies hand these settings to their workers). The
+    # periodic callbacks that run every 20-100 ms in every process (the event loop's tick
+    # monitor, the memory monitor, work stealing) run once a second: they were most of an idle
+    # stack's CPU, and a task here takes hundreds of milliseconds anyway.
+    with dask.config.set({"distributed.worker.profile.enabled": False, **IDLE_FRIENDLY}), \
             LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address=None, env=SINGLE_THREADED) as cluster, Client(cluster) as client:
         if warm_up is not None:

@@ -38,6 +38,7 @@ import argparse
 import functools
 import multiprocessing
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -139,7 +140,7 @@ class CpuByRole:
         found, everything = {}, processes()
         commands = {process.pid: process.command for process in everything}
         for process in everything:
-            emulator = self.emulator in process.command and "pubsub" in process.command
+            emulator = "pubsub" in process.command and re.search(rf"[:=]{self.emulator}(?!\d)", process.command)
             if process.group != self.group and not emulator:
                 continue
             parent = commands.get(process.parent, "")

@@ -111,33 +111,3 @@ def test_a_killed_warm_worker_costs_the_stream_nothing(stack, instance, monkeypa
     assert repeated == {}, f"not once: {repeated}"
     assert_ui_equals_disk(stack, ids)
 
-
-TERMINATE = """mutation($runId: String!) { terminateRun(runId: $runId) { __typename
-  ... on TerminateRunFailure { message } ... on PythonError { message } } }"""
-LAUNCH = """mutation($selector: JobOrPipelineSelector!) { launchRun(executionParams: {selector: $selector}) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
-
-
-def test_terminate_drains_the_stream_and_a_relaunched_one_takes_what_it_held(stack, instance, monkeypatch):
-    """Terminate, as the UI's button sends it: the stream gives back what it held, and is not
-    restarted by the keeper; launched again from the launchpad, it does those events."""
-    wait_until(lambda: stream_runs(instance, dg.DagsterRunStatus.STARTED), 300, "the stream to start", stack.log_path)
-    [running] = stream_runs(instance, dg.DagsterRunStatus.STARTED)
-    ids = [f"term-{i:02d}" for i in range(6)]
-    write_clips(stack, ids, 3.0)
-    publish(stack, monkeypatch, ids)
-    wait_until(lambda: len(done(instance, ids)) >= 1, 300, "the stream to be working", stack.log_path)
-    answer = stack.server.query(TERMINATE, {"runId": running.run_id})["terminateRun"]
-    assert answer["__typename"] == "TerminateRunSuccess", answer
-    wait_until(lambda: instance.get_run_by_id(running.run_id).status == dg.DagsterRunStatus.CANCELED, 120,
-               "the stream to stop", stack.log_path)
-    finished = done(instance, ids)
-    time.sleep(15)  # three keeper ticks: it must not start another stream
-    assert not stream_runs(instance, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.QUEUED)
-    assert done(instance, ids) == finished  # nobody works on them meanwhile
-    selector = {"repositoryLocationName": "klio_assets", "repositoryName": "__repository__", "jobName": STREAM_JOB}
-    launched = stack.server.query(LAUNCH, {"selector": selector})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    wait_until(lambda: done(instance, ids) == set(ids), 300, "the relaunched stream to do the rest", stack.log_path)
-    repeated = {(a, m): n for a in ASSETS for m in ids if (n := materializations(instance, a, m)) != 1}
-    assert repeated == {}, f"not once: {repeated}"

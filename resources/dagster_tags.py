@@ -14,6 +14,7 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 SENSOR_NAME_TAG = "dagster/sensor_name"  # on the runs a sensor requested
 BACKFILL_TAG = "dagster/backfill"  # on the runs of a backfill: its ID
 RETRY_NUMBER_TAG = "dagster/retry_number"  # on a retry of a failed run
+MAX_RETRIES_TAG = "dagster/max_retries"  # a job's own limit of automatic run retries (dagster.yaml's run_retries)
 
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:

@@ -57,6 +57,7 @@ from pipelines import stream_worker
 from pipelines.graph import tasks_for_event
 from pipelines.streaming import decode_result
 from pipelines.transforms import ProcessEventFn
+from resources.dagster_tags import MAX_RETRIES_TAG
 
 STREAM_JOB = "media_stream_job"
 STREAM_TAG = "klio/stream"
@@ -86,7 +87,9 @@ def build_media_stream_job(media_assets: Sequence[MediaAsset], *, retry_topic: s
     def media_stream(context: dg.OpExecutionContext, config: StreamConfig) -> None:
         MediaStream(context, media_assets, config, retry_topic).run()
 
-    @dg.job(name=name, tags={STREAM_TAG: "true"}, executor_def=dg.in_process_executor,
+    # The keeper sensor alone restarts a stream: the daemon's run retries would start a second one
+    # beside the keeper's after a crash.
+    @dg.job(name=name, tags={STREAM_TAG: "true", MAX_RETRIES_TAG: "0"}, executor_def=dg.in_process_executor,
             description="The media stream (Klio's streaming job): one run for as long as it runs.")
     def stream_job():
         media_stream()

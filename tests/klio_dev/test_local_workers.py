@@ -115,3 +115,20 @@ def test_the_warm_up_calls_every_media_asset_in_memory(tmp_path, monkeypatch):
     assert worker_resources.get("note_events", "model", lambda: pytest.fail("the model was not built")) is not None
     assert os.listdir(tmp_path) == []  # nothing written
     worker_resources.release_all()
+
+
+def _numeric_threads_and_malloc() -> tuple[set[int], str | None]:
+    import numpy  # noqa: F401  (loads OpenBLAS, whose pool threadpoolctl reads)
+    import threadpoolctl
+
+    return {pool["num_threads"] for pool in threadpoolctl.threadpool_info()}, os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_workers_run_numeric_libraries_on_one_thread_with_glibc_malloc_settings():
+    """The thread settings must reach a worker before its libraries load (else OpenBLAS starts a
+    thread per core, which spin beside the worker's own), and Dask's malloc trim setting must not
+    (it costs ~20 ms of system CPU per media ID, klio_dev/local_workers.py)."""
+    with local_workers(1) as address, Client(address) as client:
+        [(threads, trim)] = client.run(_numeric_threads_and_malloc).values()
+    assert threads == {1}
+    assert trim is None

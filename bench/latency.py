@@ -54,7 +54,7 @@ import scale  # noqa: E402  (bench/scale.py: the stack's instance)
 
 from klio_assets.definitions import MEDIA_ASSETS, MEDIA_GRAPH  # noqa: E402
 from klio_assets.framework.stream import STREAM_JOB  # noqa: E402
-from klio_assets.settings import DEV_PROJECT  # noqa: E402
+from klio_core.stack_file import DEV_PROJECT  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
 from klio_dev import bytecode  # noqa: E402
 from klio_dev.local_workers import SINGLE_THREADED  # noqa: E402

@@ -33,12 +33,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from klio_assets.framework.media_asset import DEFAULT_MAX_IDS_PER_RUN
 from klio_core.media_store import DEFAULT_SOURCE_SUFFIXES, parse_suffixes
+from klio_core.stack_file import DEV_PROJECT
 from resources.beam import BeamRunner, beam_runner_from
 from resources.pubsub import PubSubResource
 from resources.storage import GCSMediaStorage, LocalMediaStorage
 
-DEV_PROJECT = "klio-dev"
-"""The project name on the local Pub/Sub emulator."""
 _PUBSUB_DEFAULTS = PubSubResource.model_fields  # the input topic, subscription and ack deadline are the resource's
 
 _VARIABLES = {  # field -> environment variable

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from klio_assets.settings import Settings
+from klio_core.stack_file import stack_environ
 
 OK, MISSING, FAILING = "ok", "missing", "failing"
 
@@ -106,7 +106,7 @@ def _bucket_finding(root: str) -> Finding:
     return _check("storage bucket", f"gs://{bucket}", probe, lambda: _found(client.create_bucket(bucket)))
 
 
-def findings(settings: Settings) -> list[Finding]:
+def findings(settings) -> list[Finding]:
     store = settings.media_storage().store()
     found = storage_findings(store.root, store.source_location)
     if settings.pubsub_configured:
@@ -124,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--create", action="store_true", help="create what is missing, then check again")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    from klio_assets.settings import Settings
+
+    settings = Settings.from_env(stack_environ())
     found = findings(settings)
     print_findings(found)
     if args.create and any(f.state == MISSING for f in found):
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         found = findings(settings)
         print_findings(found)
     if not settings.pubsub_configured:
-        print("Pub/Sub not checked: no KLIO_PUBSUB_PROJECT or PUBSUB_EMULATOR_HOST, so the sensor is off")
+        print("Pub/Sub not checked: no running stack (klio-dev), KLIO_PUBSUB_PROJECT or PUBSUB_EMULATOR_HOST, so "
+              "the sensor is off")
     bad = [f for f in found if f.state != OK]
     print(f"{len(found) - len(bad)} of {len(found)} ok" + (f"; {len(bad)} missing or failing" if bad else ""))
     return 1 if bad else 0

@@ -25,6 +25,8 @@ import functools
 import http.server
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,18 +37,43 @@ DEV_ACK_DEADLINE_S = 15
 but never saw recorded (the daemon died mid-tick) come back in time to be carried over."""
 
 
+USAGE = """usage: klio-dev [dagster dev's options, e.g. -p 3100]
+
+The local stack (scripts/dev.sh runs it): the demo catalogue, the media file server, the Pub/Sub
+emulator, warm Beam workers and `dagster dev`, which takes every argument given. Its ports are
+settings: the webserver's -p (default 3000), KLIO_MEDIA_PORT (3001), KLIO_PUBSUB_EMULATOR_PORT
+(8085); a taken one is refused. The commands (klio-publish, klio-backfill, ...) find the stack
+in $DAGSTER_HOME/klio-stack.json. Ctrl-C or SIGTERM stops it all."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("--help", "-?"):
+        print(USAGE)
+        return 0
+
     from dagster import DagsterInstance
 
     from klio_assets.settings import Settings
     from klio_dev.demo import register, write_catalogue
     from resources.beam import BeamRunner
 
-    argv = sys.argv[1:] if argv is None else argv
+    # Ctrl-C and SIGTERM stop the stack cleanly (workers, emulator, carried-over messages) even
+    # when this process was started with SIGINT ignored, as a shell starts a background job.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminated)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.environ.setdefault("KLIO_STREAMING", "true")  # the dev stack streams, unless told otherwise
     settings = Settings.from_env()
     home, data_root = os.environ["DAGSTER_HOME"], settings.data_root
+    host, port = webserver_address(argv)
+    taken = taken_ports({"the webserver's (-p/--port)": port,
+                         "KLIO_MEDIA_PORT": None if settings.media_url else settings.media_port,
+                         "KLIO_PUBSUB_EMULATOR_PORT": None if settings.pubsub_project else settings.pubsub_emulator_port})
+    if taken:
+        print(f"klio-dev: port {taken[1]} is taken ({taken[0]}): stop what holds it or set {taken[0]} to a free "
+              "port", file=sys.stderr)
+        return 2
 
     ids = write_catalogue(os.path.join(data_root, "sources"), settings.demo_count, 3.0)
     with DagsterInstance.get() as instance:
@@ -73,11 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         if address:
             env.update(KLIO_BEAM_RUNNER="DaskRunner", KLIO_DASK_CLIENT_ADDRESS=address)
             print(f"{settings.dev_workers} warm Beam worker(s) at {address} run the media work")
-        return _run_with_pubsub(settings, env, home, root, argv)
+        return _run_with_pubsub(settings, env, home, root, argv, f"http://{host}:{port}")
 
 
-def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str]) -> int:
-    from klio_assets.settings import DEV_PROJECT
+def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str], webserver_url: str) -> int:
+    from klio_core.stack_file import DEV_PROJECT, Stack, remove_stack, write_stack
     from klio_dev.pubsub_emulator import PubSubEmulator
 
     emulator = None
@@ -97,16 +124,25 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str])
             if restored:
                 print(f"Pub/Sub: {restored} message(s) carried over from the last emulator")
             print("publish events with: klio-publish <media_id> ...")
+        stack_file = write_stack(home, Stack(
+            webserver_url=webserver_url, pubsub_project=settings.pubsub_project,
+            pubsub_emulator_host=emulator.host if emulator else None, pubsub_topic=settings.pubsub_topic,
+            data_root=os.path.abspath(settings.data_root)))
+        print(f"the commands (klio-publish, klio-backfill, ...) find this stack in {stack_file}")
         # Start from DAGSTER_HOME: dagster warns about a dagster.yaml in the working folder that is
-        # not DAGSTER_HOME's, and the repository root holds one.
+        # not DAGSTER_HOME's, and the repository root holds one. Signals as by default, however this
+        # process was started (a shell starts a background job with SIGINT ignored, and children
+        # inherit ignored signals), so that Ctrl-C and kill reach dagster dev.
         dagster = subprocess.Popen(
             [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev",
-             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home, env=env)
+             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home, env=env,
+            preexec_fn=_default_signals)
         try:
             return dagster.wait()
-        except KeyboardInterrupt:  # Ctrl-C reached dagster dev too; let it shut down
-            return dagster.wait()
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGINT / SIGTERM to this process alone
+            return _stop(dagster)
     finally:
+        remove_stack(home)
         if emulator is not None:
             try:
                 saved = save_messages(pubsub, carry_over) if pubsub is not None else 0
@@ -114,6 +150,53 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str])
                     print(f"Pub/Sub: {saved} message(s) not yet acknowledged, kept in {carry_over}")
             finally:
                 emulator.stop()
+
+
+def webserver_address(argv: list[str]) -> tuple[str, int]:
+    """The host and port ``dagster dev`` serves on, from its arguments (its defaults otherwise)."""
+    host, port = "127.0.0.1", 3000
+    for i, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        if not value and i + 1 < len(argv):
+            value = argv[i + 1]
+        if name in ("-p", "--port", "--dagit-port"):
+            port = int(value)
+        elif name in ("-h", "--host", "--dagit-host"):
+            host = value
+    return host, port
+
+
+def taken_ports(ports: dict[str, int | None]) -> tuple[str, int] | None:
+    """The first (setting, port) of ``ports`` that something on this machine listens on."""
+    for setting, port in ports.items():
+        if port is None:
+            continue
+        with socket.socket() as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return setting, port
+    return None
+
+
+def _stop(dagster: subprocess.Popen, grace_s: float = 20.0) -> int:
+    """Stop ``dagster dev`` (and with it the daemon, webserver and runs): SIGINT, as Ctrl-C sends
+    it, then SIGKILL if it has not stopped within ``grace_s``."""
+    if dagster.poll() is None:
+        dagster.send_signal(signal.SIGINT)
+    try:
+        return dagster.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        dagster.kill()
+        return dagster.wait()
+
+
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _default_signals() -> None:
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
 
 
 class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):

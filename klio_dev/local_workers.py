@@ -41,14 +41,15 @@ def local_workers(count: int, warm_up: Callable[[], None] | None = None) -> Iter
     import dask
     from distributed import Client, LocalCluster
 
-    # No dashboard, so nothing reads the statistical profile each worker would otherwise take
-    # of its task thread every 10 ms (the nannies hand these settings to their workers). The
+    # No profile: nothing reads the statistical profile each worker would otherwise take of its
+    # task thread every 10 ms (the nannies hand these settings to their workers). The
+    # scheduler's HTTP server (health checks) takes a free port, not Dask's fixed 8787. The
     # periodic callbacks that run every 20-100 ms in every process (the event loop's tick
     # monitor, the memory monitor, work stealing) run once a second: they were most of an idle
     # stack's CPU, and a task here takes hundreds of milliseconds anyway.
     with dask.config.set({"distributed.worker.profile.enabled": False, **IDLE_FRIENDLY, **WORKER_ENVIRONMENT}), \
             LocalCluster(n_workers=count, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=None) as cluster, Client(cluster) as client:
+                         dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as client:
         if warm_up is not None:
             futures = [client.submit(warm_up, workers=[worker], allow_other_workers=False, pure=False)
                        for worker in client.scheduler_info()["workers"]]

@@ -85,10 +85,21 @@ class DevStack:
     def server(self) -> DagsterWebserver:
         return DagsterWebserver(self.url)
 
+    @property
+    def second_shell(self) -> dict:
+        """The environment of a second terminal beside this stack: nothing of the stack's exported
+        but its Dagster home (which a user's ``scripts/dev.sh`` puts where the commands look by
+        default, ``klio_core.stack_file.dagster_home``; a test's stack cannot)."""
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/root"),
+                "DAGSTER_HOME": self.env["DAGSTER_HOME"]}
+
+    def command(self, name: str, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+        """One of the project's commands, run as a user runs it from a second terminal."""
+        return subprocess.run([os.path.join(BIN, name), *args], env=self.second_shell, capture_output=True,
+                              text=True, timeout=timeout_s)
+
     def publish(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([os.path.join(BIN, "klio-publish"), *args],
-                              env={**self.env, "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.emulator_port}"},
-                              capture_output=True, text=True, timeout=120)
+        return self.command("klio-publish", *args, timeout_s=120)
 
     def stop(self, group_timeout_s: float = 30, timeout_s: float = 240) -> tuple[int, list[str]]:
         """Ctrl-C, as a person stops it: SIGINT to the process group. Returns the exit code and the

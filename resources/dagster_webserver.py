@@ -43,6 +43,10 @@ class WebserverError(RuntimeError):
     pass
 
 
+class WebserverUnreachable(WebserverError):
+    pass
+
+
 class DagsterWebserver:
     """The few GraphQL calls a media backfill needs."""
 
@@ -50,10 +54,22 @@ class DagsterWebserver:
         self.url = url.rstrip("/") + "/graphql"
         self.timeout_s = timeout_s
 
+    def check_reachable(self, timeout_s: float = 3.0) -> None:
+        """Raise ``WebserverUnreachable`` unless a Dagster webserver answers within ``timeout_s``."""
+        base = self.url.removesuffix("/graphql")
+        try:
+            requests.get(base + "/server_info", timeout=timeout_s).raise_for_status()
+        except requests.RequestException as e:
+            raise WebserverUnreachable(f"no Dagster webserver answers at {base} ({type(e).__name__})") from None
+
     def query(self, query: str, variables: dict | None = None) -> dict:
-        response = requests.post(self.url, json={"query": query, "variables": variables or {}},
-                                 timeout=self.timeout_s)
-        response.raise_for_status()
+        try:
+            response = requests.post(self.url, json={"query": query, "variables": variables or {}},
+                                     timeout=self.timeout_s)
+            response.raise_for_status()
+        except requests.RequestException as e:
+            raise WebserverUnreachable(f"the Dagster webserver at {self.url} did not answer "
+                                       f"({type(e).__name__})") from None
         body = response.json()
         if body.get("errors"):
             raise WebserverError(f"GraphQL errors from {self.url}: {body['errors']}")

@@ -3,8 +3,6 @@ new ID and let the sensor materialize it, shut down."""
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from dagster import DagsterRunStatus
@@ -69,14 +67,20 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
         nested = os.path.join(data_root, "sources", "label", "2024")
         os.makedirs(nested)
         shutil.copy(os.path.join(data_root, "sources", "demo-001-chord.flac"), os.path.join(nested, "Track 1.flac"))
-        register = subprocess.run(
-            [os.path.join(os.path.dirname(sys.executable), "klio-register"), "--from", os.path.join(data_root, "sources"),
-             "--backfill", "--assets", "waveform", "--url", dev.url],
-            env=dev.env, capture_output=True, text=True, timeout=300)
+        register = dev.command("klio-register", "--from", os.path.join(data_root, "sources"), "--backfill",
+                               "--assets", "waveform")  # from a second terminal: the stack is found
         assert register.returncode == 0, register.stderr
         assert "1 added, 6 already known, 0 rejected" in register.stdout, register.stdout
         stored = os.path.join(data_root, "waveform", "label", "2024", "%54rack%201.wav")
         wait_until(lambda: os.path.exists(stored), 300, "the registered ID's backfill", dev.log_path)
+
+        # The other commands find the stack too, and refuse a mistake before doing anything.
+        verify = dev.command("klio-verify")
+        assert "Pub/Sub not checked" not in verify.stdout, verify.stdout
+        assert "ok       input topic" in verify.stdout, verify.stdout
+        typo = dev.command("klio-backfill", "track-x", "--assets", "spectrogramm")
+        assert typo.returncode == 1 and "no media asset 'spectrogramm' (did you mean spectrogram" in typo.stderr, \
+            typo.stderr
     finally:
         returncode, survivors = dev.stop()
     assert returncode == 0

@@ -25,3 +25,12 @@ def test_bench_prints_every_measure_with_figures():
     assert re.search(r"\| \d+ MiB \|", table[-5])
     assert re.search(r"ingestion of 20 published IDs .* \| \d+\.\d s \|", table[-4])
     assert re.search(r"backfill launch of 600 IDs \(2 runs\), 2000 registered \| \d+\.\d s", table[-3])
+
+
+@pytest.mark.slow
+def test_cli_bench_prints_the_publish_ratio_and_every_help():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "cli.py"), "--runs", "1"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert re.search(r"\| ratio, median of 1 pairs \(min-max\) \| \d+\.\d\d \(", run.stdout), run.stdout
+    assert len(re.findall(r"\| klio-[a-z]+ --help \| \d+\.\d\d s \|", run.stdout)) == 6, run.stdout

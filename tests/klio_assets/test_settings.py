@@ -5,8 +5,9 @@ import os
 
 import pytest
 
-from klio_assets.settings import DEV_PROJECT, Settings
+from klio_assets.settings import Settings
 from klio_core.media_store import DEFAULT_SOURCE_SUFFIXES
+from klio_core.stack_file import DEV_PROJECT
 from resources.beam import BeamRunner
 from resources.storage import GCSMediaStorage, LocalMediaStorage
 

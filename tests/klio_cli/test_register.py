@@ -21,6 +21,7 @@ def test_plan_sorts_ids_into_new_known_and_rejected_once_each():
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KLIO_DATA_ROOT", str(tmp_path / "data"))  # sources in data/sources
     os.makedirs(tmp_path / "home")
     return tmp_path / "home"
 
@@ -48,7 +49,7 @@ def catalogue_folder(root) -> set[str]:
 
 
 def test_a_folder_of_10000_sources_registers_in_batches_once(tmp_path, home, capsys):
-    sources = tmp_path / "catalogue"
+    sources = tmp_path / "data" / "sources"
     expected = catalogue_folder(sources)
     assert main(["--from", str(sources), "--batch", "3000"]) == 0
     out = capsys.readouterr().out
@@ -68,8 +69,33 @@ def test_a_bad_setting_or_a_missing_folder_names_itself(tmp_path, home, capsys):
     with pytest.raises(SystemExit):
         main(["--from", str(tmp_path), "--suffixes", "wav"])
     assert "--suffixes must be a comma-separated list" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        main(["--from", str(tmp_path / "nope")])
+    assert main(["--from", str(tmp_path / "data" / "sources" / "nope")]) == 1
+    assert "nope: no such folder" in capsys.readouterr().err
+
+
+def test_a_folder_outside_the_source_location_adds_nothing(tmp_path, home, capsys):
+    outside = tmp_path / "downloads"
+    outside.mkdir()
+    (outside / "track-1.wav").write_bytes(b"")
+    assert main(["--from", str(outside)]) == 1
+    err = capsys.readouterr().err
+    assert f"--from {outside}: outside the source location {tmp_path / 'data' / 'sources'}" in err
+    assert registered() == []
+
+
+def test_a_subfolder_of_the_source_location_names_ids_from_the_source_location(tmp_path, home, capsys):
+    label = tmp_path / "data" / "sources" / "label-7"
+    label.mkdir(parents=True)
+    (label / "track-1.wav").write_bytes(b"")
+    assert main(["--from", str(label)]) == 0
+    assert registered() == ["label-7/track-1"]  # where the workers find label-7/track-1.wav
+
+
+def test_an_invalid_id_named_by_the_user_adds_nothing(home, capsys):
+    assert main(["good-1", "a...b", ""]) == 1
+    err = capsys.readouterr().err
+    assert "nothing added: 2 media IDs are not valid: 'a...b': media ID 'a...b' contains '...'" in err
+    assert registered() == []
 
 
 @pytest.mark.slow
@@ -86,7 +112,7 @@ def test_a_gcs_prefix_of_10000_objects_registers_once(home, capsys, monkeypatch)
     try:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
         bucket = storage.Client(project="emulator", credentials=AnonymousCredentials()).bucket("catalogue")
-        names = [f"media/label-{i // 100:02d}/track-{i % 100:02d}.{'wav' if i % 2 else 'mp3'}" for i in range(COUNT)]
+        names = [f"data/sources/label-{i // 100:02d}/track-{i % 100:02d}.{'wav' if i % 2 else 'mp3'}" for i in range(COUNT)]
         # Seeding: the emulator rewrites its whole index on every upload (quadratic: 10,000
         # uploads take many minutes), so one object goes up through the API and the rest are
         # copied from its record into the emulator's store, with the index written once. What
@@ -99,14 +125,15 @@ def test_a_gcs_prefix_of_10000_objects_registers_once(home, capsys, monkeypatch)
             store.create_file("catalogue", name, b"", {**template, "name": name, "id": f"catalogue/{name}"})
         monkeypatch.undo()
         monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("KLIO_DATA_ROOT", "gs://catalogue/data")
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        bucket.blob("media/readme.txt").upload_from_string(b"not a source")
+        bucket.blob("data/sources/readme.txt").upload_from_string(b"not a source")
         bucket.blob("elsewhere/track-x.wav").upload_from_string(b"outside the prefix")
 
-        assert main(["--from", "gs://catalogue/media"]) == 0
+        assert main(["--from", "gs://catalogue/data/sources"]) == 0
         assert f"{COUNT} added, 0 already known, 0 rejected" in capsys.readouterr().out
-        assert set(registered()) == {name[len("media/"):].rsplit(".", 1)[0] for name in names}
-        assert main(["--from", "gs://catalogue/media"]) == 0
+        assert set(registered()) == {name[len("data/sources/"):].rsplit(".", 1)[0] for name in names}
+        assert main(["--from", "gs://catalogue/data/sources"]) == 0
         assert f"0 added, {COUNT} already known" in capsys.readouterr().out
     finally:
         server.stop()

@@ -20,8 +20,8 @@ Standard library only: the commands that read it start in a fraction of a second
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 STACK_FILE = "klio-stack.json"
 DEV_PROJECT = "klio-dev"

@@ -2,8 +2,9 @@
 step runs ONE Beam pipeline per run (``klio_assets.framework.media_run``), with an asset spec per
 output and an asset check spec per per-item check, partitioned by ``media_ids``."""
 
+import difflib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import dagster as dg
 
@@ -51,19 +52,23 @@ def build_media_assets(
     *,
     name: str = "media_assets",
     max_ids_per_run: int = DEFAULT_MAX_IDS_PER_RUN,
+    from_other_locations: Collection[str] = (),
 ) -> dg.AssetsDefinition:
     """All of a code location's media assets as one subsettable Dagster multi-asset.
 
     Args:
-        media_assets: every ``@media_asset`` of the code location (upstream ones from other code
-            locations are referenced by name and need not be listed).
+        media_assets: every ``@media_asset`` of the code location.
         name: the step's name in runs.
         max_ids_per_run: a backfill puts at most this many IDs in one run.
+        from_other_locations: the upstream media assets that another code location makes, by
+            name. Any other upstream parameter must name one of ``media_assets``: a typo fails
+            here, at load, naming the function, the parameter and the closest asset names.
 
     Run config: ``force`` (recompute fresh outputs too) and one optional section per asset, e.g.
     ``{"ops": {"media_assets": {"config": {"force": true, "waveform": {"sample_rate": 16000}}}}}``.
     """
     ordered = in_dependency_order(media_assets, reserved=RESERVED_CONFIG_KEYS)
+    _check_upstream_names(ordered, from_other_locations)
     config_schema = {
         "force": dg.Field(bool, default_value=False, is_required=False,
                           description="Recompute outputs even when they exist from the same code version and config."),
@@ -89,3 +94,18 @@ def build_media_assets(
             yield from run_media_assets(context, ordered)
 
     return _materialize
+
+
+def _check_upstream_names(ordered: Sequence[MediaAsset], from_other_locations: Collection[str]) -> None:
+    made = {o.asset for a in ordered for o in a.outputs}
+    known = made | set(from_other_locations)
+    for media in ordered:
+        for spec in media.inputs:
+            param, upstream = spec.param, spec.asset
+            if upstream is not None and upstream not in known:
+                close = difflib.get_close_matches(upstream, sorted(known), n=3)
+                hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+                    f"the media assets here: {', '.join(sorted(made))}"
+                raise TypeError(
+                    f"media asset '{media.name}': parameter '{param}' names no media asset ({hint}); an upstream "
+                    "that another code location makes goes in build_media_assets(..., from_other_locations=[...])")

@@ -43,10 +43,20 @@ def _shape(model: type[pydantic.BaseModel], where: str) -> dg.Shape:
             default = default.model_dump(mode="json")
         if isinstance(default, enum.Enum):
             default = default.value
-        fields[name] = (dg.Field(dagster_type, is_required=False, description=info.description)
-                        if isinstance(dagster_type, dg.Shape) else
-                        dg.Field(dagster_type, is_required=False, default_value=default, description=info.description))
+        if isinstance(dagster_type, dg.Shape):
+            fields[name] = dg.Field(dagster_type, is_required=False, description=info.description)
+            continue
+        try:
+            fields[name] = dg.Field(dagster_type, is_required=False, default_value=default,
+                                    description=info.description)
+        except dg.DagsterInvalidConfigError:
+            raise TypeError(f"{where} config field '{name}': its default {default!r} is not a "
+                            f"{_type_name(info.annotation)}") from None
     return dg.Shape(fields)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation)
 
 
 def _dagster_type(annotation: Any, where: str) -> Any:

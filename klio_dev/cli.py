@@ -32,6 +32,10 @@ import sys
 import threading
 
 CARRY_OVER_FILE = "pubsub-carry-over.jsonl"
+SUPERSEDED_DEV = "ignore:Function `dev_command` is superseded"
+"""A warning filter for the one line ``dagster dev`` prints at every start, that ``dg dev``
+(the dagster-dg-cli package, not a dependency here) supersedes it. ``dagster dev`` is still
+Dagster's documented local command for a workspace file."""
 DEV_ACK_DEADLINE_S = 15
 """The local subscription's ack deadline: short, so that on stop the messages a sensor tick pulled
 but never saw recorded (the daemon died mid-tick) come back in time to be carried over."""
@@ -135,7 +139,8 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str],
         # inherit ignored signals), so that Ctrl-C and kill reach dagster dev.
         dagster = subprocess.Popen(
             [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev",
-             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home, env=env,
+             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home,
+            env={**env, "PYTHONWARNINGS": ",".join(filter(None, [env.get("PYTHONWARNINGS"), SUPERSEDED_DEV]))},
             preexec_fn=_default_signals)
         try:
             return dagster.wait()

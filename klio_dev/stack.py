@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from klio_dev.pubsub_emulator import free_port
 from resources.dagster_webserver import DagsterWebserver
@@ -140,11 +141,12 @@ class DevStack:
 
 
 def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int, wait: bool = True,
-                    streaming: bool = False) -> DevStack:
+                    streaming: bool = False, sigint: Any = signal.SIG_DFL) -> DevStack:
     """``scripts/dev.sh`` on free ports with its state in ``folder`` (start it again on the same
     folder to restart it). ``wait``: until the code location has loaded (else call
     ``wait_until_loaded``). ``streaming``: new content goes through the media stream, as
-    ``scripts/dev.sh`` does by default; else through a batch run per sensor tick."""
+    ``scripts/dev.sh`` does by default; else through a batch run per sensor tick. ``sigint``: the
+    SIGINT disposition it starts with (``signal.SIG_IGN``: as a shell starts a background job)."""
     port, emulator_port = free_port(), free_port()
     data_root, log_path = os.path.join(folder, "data"), os.path.join(folder, "dev.log")
     env = {**os.environ, "DAGSTER_HOME": os.path.join(folder, "home"), "KLIO_DATA_ROOT": data_root,
@@ -154,12 +156,10 @@ def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int, wait: bo
     for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST", "KLIO_MEDIA_URL"):
         env.pop(name, None)
     with open(log_path, "a") as log:
-        # Ctrl-C must reach it even when this process was started with SIGINT ignored (as a shell
-        # does for a background job), since ignored signals are inherited.
+        # Ignored signals are inherited: this process may itself run with SIGINT ignored.
         process = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "dev.sh"), "-p", str(port),
                                     "-h", "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True,
-                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                   start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
     stack = DevStack(process, port, emulator_port, data_root, log_path, env)
     if wait:
         stack.wait_until_loaded()

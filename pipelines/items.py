@@ -45,7 +45,9 @@ class _GaveUp(Exception):
 def _load_source(store: MediaStore, media_id: str) -> SourceMedia:
     found = store.read_source(media_id)
     if found is None:
-        raise _Dropped(f"source media not found (tried {', '.join(store.source_candidates(media_id))})")
+        base = store.source_candidates(media_id)[0].removesuffix(store.source_suffixes[0])
+        raise _Dropped(f"source media not found: no {base} with any of the {len(store.source_suffixes)} source "
+                       f"suffixes ({' '.join(store.source_suffixes)})")
     return SourceMedia(media_id, *found)
 
 

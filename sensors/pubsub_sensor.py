@@ -119,7 +119,9 @@ def build_pubsub_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description="Turns Pub/Sub new-content events (KlioMessage, JSON or plain media ID) into "
-                    "media_ids partitions and runs: top-down, bottom-up, force and ping.",
+                    "media_ids partitions and runs: top-down, bottom-up, force and ping. It ticks each "
+                    "time Dagster's sensor daemon looks, every 5 s: the minimum interval shown "
+                    f"({minimum_interval_seconds} s) only lets every look through.",
     )
     def _sensor(context: dg.SensorEvaluationContext, pubsub: PubSubResource):
         return evaluate_tick(context, pubsub, graph, max_ids_per_run, max_messages_per_tick,

@@ -115,6 +115,14 @@ def observations(instance, asset: str) -> dict[str, dict]:
     return out
 
 
+def pinged(instance, asset: str) -> set[str]:
+    """The media IDs of ``asset``'s ping observations (of no partition)."""
+    records = instance.fetch_observations(dg.AssetKey(asset), limit=1000).records
+    return {m for r in records if r.partition_key is None
+            and r.asset_observation.metadata.get("status", dg.MetadataValue.text("")).value == "ping"
+            for m in r.asset_observation.metadata["media_ids"].value}
+
+
 def run_summary(instance, asset: str, run_id: str) -> dict:
     """The per-run observation of ``asset``: counters and per-item timing percentiles."""
     records = instance.fetch_observations(dg.AssetKey(asset), limit=1000).records

@@ -3,13 +3,15 @@ new ID and let the sensor materialize it, shut down."""
 
 import os
 import shutil
+import signal
 
 import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 
 from klio_assets.definitions import MEDIA_GRAPH
-from klio_dev.stack import start_dev_stack, wait_until
+from klio_core.stack_file import STACK_FILE
+from klio_dev.stack import processes_in_group, start_dev_stack, wait_until
 from resources.dagster_tags import PARTITION_TAG, RANGE_START_TAG
 
 ASSETS = ["waveform", "spectrogram", "mel_spectrogram", "mfcc",
@@ -86,3 +88,24 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
     assert returncode == 0
     assert not survivors, f"still running after dagster dev exited: {survivors}"
     assert dev.emulator_is_down()
+    assert "SupersessionWarning" not in open(dev.log_path).read()  # no deprecation line at start
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_klio_dev_started_with_sigint_ignored_stops_on_a_signal_to_itself_alone(tmp_path, signum):
+    """As from a script's background job (SIGINT ignored, inherited) and stopped with ``kill``:
+    klio-dev alone gets the signal, and it stops dagster dev, the workers and the emulator."""
+    dev = start_dev_stack(str(tmp_path), demo_count=0, max_ids_per_run=2, sigint=signal.SIG_IGN)
+    home = dev.env["DAGSTER_HOME"]
+    assert os.path.exists(os.path.join(home, STACK_FILE))
+    try:
+        os.kill(dev.process.pid, signum)
+        returncode = dev.process.wait(timeout=120)  # a liveness bound; klio-dev gives dagster dev 20 s
+    except BaseException:
+        dev.stop()
+        raise
+    wait_until(lambda: not processes_in_group(dev.process.pid), 60, "the stack's processes to end", dev.log_path)
+    assert returncode in (0, 128 + signum, -signum, 1)
+    assert dev.emulator_is_down()
+    assert not os.path.exists(os.path.join(home, STACK_FILE))

@@ -86,7 +86,9 @@ def _with_ffmpeg(source: SourceMedia, where: str, accept_truncated: bool, tried:
         f.flush()
         done = subprocess.run([ffmpeg, "-nostdin", "-v", "error", "-i", f.name, "-map", "0:a:0", "-vn",
                                "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"], capture_output=True)
-    errors = " ".join(done.stderr.decode("utf-8", "replace").split())[:500]
+    # FFmpeg names the file it read, a temporary copy: name the source instead
+    stderr = done.stderr.decode("utf-8", "replace").replace(f.name, source.uri or source.media_id + source.suffix)
+    errors = " ".join(stderr.split())[:500]
     if done.returncode != 0 or not done.stdout:
         raise SourceDecodeError(f"{where} could not be decoded: tried {tried}; ffmpeg: "
                                 f"{errors or f'exit code {done.returncode}'}")

@@ -8,9 +8,9 @@ Per asset and media ID the UI gets:
   the plot, its output version, how many of its checks passed) and a check evaluation for each
   check that failed (a pass is counted in the run's per-check result and in the metadata: per-ID
   passes were about 17 of the 43 events each ID cost);
-- ``dropped`` / ``failed``: an ``AssetObservation`` with the state and the reason, and an error
-  line in the run's log; the step fails at the end, so Dagster marks exactly those partitions
-  failed;
+- ``dropped`` / ``failed``: an ``AssetObservation`` with the state and the reason, and one error
+  line per media ID in the run's log (``log_problems``); the step fails at the end, so Dagster
+  marks exactly those partitions failed;
 - ``skipped`` (fresh): no event per ID (the partition keeps its earlier materialization), unless
   Dagster has no materialization of that output version (its run died before reporting it):
   then it is reported now, from its stored record.
@@ -67,6 +67,7 @@ def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
             if media.event_output:
                 ready = [m for m, r in results.items() if r.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED)]
                 publish_event_output(context, media, outputs, ready, {m: str(results[m].status) for m in ready})
+        log_problems(context, batch)
         finished.update(r.media_id for r in batch)
         context.log.info(f"{len(finished)} / {len(ids)} media IDs done")
     for media, outputs in work:
@@ -137,13 +138,14 @@ def _run_failure(failed: dict[tuple[str, str], str], dropped: dict[tuple[str, st
 
 
 def ping_events(context: dg.AssetExecutionContext | dg.OpExecutionContext, assets: Sequence[str], ids: list[str]):
-    """Klio's ping: record that the event reached each asset it would have run, and do nothing else."""
+    """Klio's ping: record that the event reached each asset it would have run, and do nothing
+    else. One observation per asset, of no partition, so that a ping never sits on top of a
+    partition's materialization in the UI."""
     for asset in assets:
         context.log.info(f"ping: '{asset}' reached for {len(ids)} media IDs; nothing processed")
-        for media_id in ids:
-            yield dg.AssetObservation(asset_key=asset, partition=media_id,
-                                      metadata={"status": "ping", "reason": "event reached this asset; "
-                                                "nothing was processed (ping)"})
+        yield dg.AssetObservation(asset_key=asset, metadata={
+            "status": "ping", "reason": "event reached this asset; nothing was processed (ping)",
+            "pinged": len(ids), "media_ids": dg.MetadataValue.json(ids[:MAX_LISTED_SKIPPED])})
 
 
 def report_output(context: dg.AssetExecutionContext | dg.OpExecutionContext, output: ItemOutput,
@@ -165,13 +167,25 @@ def report_output(context: dg.AssetExecutionContext | dg.OpExecutionContext, out
                                                   passed=False, partition=media_id,
                                                   metadata={"detail": check.detail})
         elif result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
-            context.log.error(f"'{asset}' [{media_id}] {result.status}: {result.reason}")
             yield dg.AssetObservation(asset_key=asset, partition=media_id,
                                       metadata={"status": str(result.status), "reason": result.reason})
     if unreported:
         tally.recovered[asset] = tally.recovered.get(asset, 0) + len(unreported)
         context.log.warning(f"'{asset}': {len(unreported)} fresh output(s) had no materialization in Dagster "
                             "(their run stopped before reporting them); recorded now from storage")
+
+
+def log_problems(context: dg.AssetExecutionContext | dg.OpExecutionContext, results: Sequence[ItemResult]) -> None:
+    """One ERROR line per media ID of ``results`` (in chain order) that failed or was dropped: the
+    asset where it went wrong and why, and the assets downstream it left unmade (whose own
+    reasons only repeat that one, and are in their observations)."""
+    problems: dict[str, list[ItemResult]] = {}
+    for result in results:
+        if result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
+            problems.setdefault(result.media_id, []).append(result)
+    for media_id, [first, *rest] in problems.items():
+        context.log.error(f"[{media_id}] {first.status} in '{first.task}': {first.reason}"
+                          + (f"; so not made either: {', '.join(r.task for r in rest)}" if rest else ""))
 
 
 def _summaries(context, outputs: Sequence[ItemOutput], counters: dict[str, int], tally: Tally, task_name: str):

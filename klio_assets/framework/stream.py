@@ -49,7 +49,7 @@ from google.api_core.exceptions import GoogleAPICallError, RetryError
 from pydantic import Field
 
 from klio_assets.framework.media_asset import MediaAsset
-from klio_assets.framework.media_run import Tally, ping_events, publish_event_output, report_output
+from klio_assets.framework.media_run import Tally, log_problems, ping_events, publish_event_output, report_output
 from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.records import ItemResult, ItemStatus
 from klio_core.wire import BadEvent, MediaEvent, encode_event, parse_event
@@ -236,6 +236,7 @@ class MediaStream:
                                      {event.media_id: str(result.status)})
             if result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
                 lacking += [o.asset for o in media.outputs]
+        log_problems(self.context, results)
         if lacking and self.retry_topic:
             retry = MediaEvent(event.media_id, force=event.force, recipients=tuple(lacking))
             self.pubsub.publish(self.retry_topic, [(encode_event(retry), {"reason": "failed or dropped in the stream"})])

@@ -19,7 +19,7 @@ from resources.beam import BeamRunner
 from resources.pubsub import PubSubResource
 from resources.storage import LocalMediaStorage
 from sensors.stream_sensor import keep_stream
-from tests.conftest import materialized_partitions, observations
+from tests.conftest import materialized_partitions, observations, pinged
 
 pytestmark = pytest.mark.slow  # starts the Pub/Sub emulator
 
@@ -107,7 +107,8 @@ def test_force_ping_and_bottom_up_events(instance, store_root, catalogue_ids, pu
     assert media_id not in materialized_partitions(instance, "mfcc")
     publish(pubsub, MediaEvent(media_id, ping=True))
     assert run_stream(job, instance, resources).success
-    assert observations(instance, "mfcc")[media_id]["status"] == "ping"
+    assert media_id in pinged(instance, "mfcc")
+    assert observations(instance, "mfcc").get(media_id, {}).get("status") != "ping"
     publish(pubsub, MediaEvent(media_id, force=True, recipients=("waveform",)))
     forced = run_stream(job, instance, resources)
     [record] = instance.fetch_materializations(dg.AssetRecordsFilter(

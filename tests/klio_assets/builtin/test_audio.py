@@ -1,6 +1,7 @@
 """Built-in audio assets, materialized in-process against a temporary instance and compared with
 what librosa computes directly on the same files."""
 
+import logging
 import os
 
 import dagster as dg
@@ -153,6 +154,15 @@ def test_bad_items_are_reported_and_do_not_sink_the_others(instance, resources, 
     assert downstream["missing-1"]["reason"].startswith(
         "input 'mel_spectrogram' was not produced: 'waveform' was dropped in this pass (source media not found")
     assert not os.path.exists(os.path.join(store_root, "waveform", "corrupt-1.wav"))
+
+    # the run's log: one error line per bad ID, naming where it went wrong, why, and what it left unmade
+    errors = [e.message for e in instance.all_logs(result.run_id) if e.level == logging.ERROR and e.step_key]
+    per_id = [m for m in errors if m.startswith("[")]
+    assert len(per_id) == 2, per_id
+    missing = next(m for m in per_id if m.startswith("[missing-1]"))
+    assert missing.startswith(f"[missing-1] dropped in 'waveform': source media not found: no "
+                              f"{os.path.join(store_root, 'sources', 'missing-1')} with any of the 12 source suffixes")
+    assert missing.endswith("so not made either: spectrogram, mel_spectrogram, mfcc")
 
 
 def test_a_run_where_nothing_materializes_fails_and_names_the_ids(instance, resources):

@@ -130,8 +130,8 @@ class CpuByRole:
     """CPU seconds the stack's processes use while it is open, by role, sampled from /proc every
     0.5 s (a process that ends between samples loses at most its last 0.5 s)."""
 
-    def __init__(self, group: int, emulator_port: int):
-        self.group, self.emulator = group, str(emulator_port)
+    def __init__(self, session: int, emulator_port: int):
+        self.session, self.emulator = session, str(emulator_port)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -141,7 +141,7 @@ class CpuByRole:
         commands = {process.pid: process.command for process in everything}
         for process in everything:
             emulator = "pubsub" in process.command and re.search(rf"[:=]{self.emulator}(?!\d)", process.command)
-            if process.group != self.group and not emulator:
+            if process.session != self.session and not emulator:
                 continue
             parent = commands.get(process.parent, "")
             role = next((r for r, part, of in ROLES if part in process.command and of in parent), "other")

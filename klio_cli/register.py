@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not (args.ids or args.locations or args.file):
         parser.error("name media IDs, --from a folder or gs:// prefix, or --file")
-    environ = stack_environ()
+    os.environ.update(stack_environ())  # the running stack's settings, where unset
     home = os.environ.setdefault("DAGSTER_HOME", dagster_home())  # the stack's instance
     if not os.path.isdir(home):
         print(f"klio-register: nothing added: no Dagster home at {home} (start the stack with scripts/dev.sh, or "
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     from resources.dagster_webserver import DagsterWebserver, WebserverError
 
     try:
-        settings = Settings.from_env(environ)
+        settings = Settings.from_env()
         suffixes = parse_suffixes(args.suffixes, "--suffixes") if args.suffixes else list(settings.source_suffixes)
     except ValueError as e:
         parser.error(str(e))

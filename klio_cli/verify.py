@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from klio_assets.settings import Settings
 
-    settings = Settings.from_env(stack_environ())
+    os.environ.update(stack_environ())  # the running stack's, where unset (Google's clients read os.environ)
+    settings = Settings.from_env()
     found = findings(settings)
     print_findings(found)
     if args.create and any(f.state == MISSING for f in found):

@@ -134,17 +134,19 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str],
             data_root=os.path.abspath(settings.data_root)))
         print(f"the commands (klio-publish, klio-backfill, ...) find this stack in {stack_file}")
         # Start from DAGSTER_HOME: dagster warns about a dagster.yaml in the working folder that is
-        # not DAGSTER_HOME's, and the repository root holds one. Signals as by default, however this
-        # process was started (a shell starts a background job with SIGINT ignored, and children
-        # inherit ignored signals), so that Ctrl-C and kill reach dagster dev.
+        # not DAGSTER_HOME's, and the repository root holds one. dagster dev starts with SIGINT and
+        # SIGTERM as by default, however this process was started: main() handles both, and a
+        # handled signal is reset at exec (only an ignored one would be inherited). It runs in a
+        # process group of its own, so that it gets exactly one SIGINT, from _stop, whether a
+        # terminal's Ctrl-C or a kill reached this process: a second one, during its shutdown,
+        # aborts it.
         dagster = subprocess.Popen(
             [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev",
-             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home,
-            env={**env, "PYTHONWARNINGS": ",".join(filter(None, [env.get("PYTHONWARNINGS"), SUPERSEDED_DEV]))},
-            preexec_fn=_default_signals)
+             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home, process_group=0,
+            env={**env, "PYTHONWARNINGS": ",".join(filter(None, [env.get("PYTHONWARNINGS"), SUPERSEDED_DEV]))})
         try:
             return dagster.wait()
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGINT / SIGTERM to this process alone
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGINT or SIGTERM
             return _stop(dagster)
     finally:
         remove_stack(home)
@@ -197,11 +199,6 @@ def _stop(dagster: subprocess.Popen, grace_s: float = 20.0) -> int:
 
 def _terminated(signum, frame) -> None:
     raise SystemExit(128 + signum)
-
-
-def _default_signals() -> None:
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, signal.SIG_DFL)
 
 
 class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):

@@ -39,7 +39,7 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class Process:
     pid: int
     parent: int
-    group: int
+    session: int
     command: str
     cpu_s: float  # user and system CPU time so far
 
@@ -54,14 +54,15 @@ def processes() -> list[Process]:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
             cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-            found.append(Process(int(pid), int(fields[1]), os.getpgid(int(pid)), command, cpu_s))
+            found.append(Process(int(pid), int(fields[1]), int(fields[3]), command, cpu_s))
         except (OSError, ValueError, IndexError):  # ended meanwhile, or not ours to read
             continue
     return found
 
 
-def processes_in_group(pgid: int) -> list[str]:
-    return [p.command[:200] for p in processes() if p.group == pgid]
+def processes_in_session(sid: int) -> list[str]:
+    """The command lines of the processes of session ``sid`` (a stack started in a session of its own)."""
+    return [p.command[:200] for p in processes() if p.session == sid]
 
 
 @dataclass
@@ -115,7 +116,7 @@ class DevStack:
             self._kill_emulator()  # in a session of its own, so the group kill misses it
             raise
         deadline = time.monotonic() + group_timeout_s
-        while (survivors := processes_in_group(self.process.pid)) and time.monotonic() < deadline:
+        while (survivors := processes_in_session(self.process.pid)) and time.monotonic() < deadline:
             time.sleep(0.5)
         return returncode, survivors
 

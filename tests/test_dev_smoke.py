@@ -11,7 +11,7 @@ from dagster_graphql import DagsterGraphQLClient
 
 from klio_assets.definitions import MEDIA_GRAPH
 from klio_core.stack_file import STACK_FILE
-from klio_dev.stack import processes_in_group, start_dev_stack, wait_until
+from klio_dev.stack import processes_in_session, start_dev_stack, wait_until
 from resources.dagster_tags import PARTITION_TAG, RANGE_START_TAG
 
 ASSETS = ["waveform", "spectrogram", "mel_spectrogram", "mfcc",
@@ -105,7 +105,7 @@ def test_klio_dev_started_with_sigint_ignored_stops_on_a_signal_to_itself_alone(
     except BaseException:
         dev.stop()
         raise
-    wait_until(lambda: not processes_in_group(dev.process.pid), 60, "the stack's processes to end", dev.log_path)
+    wait_until(lambda: not processes_in_session(dev.process.pid), 60, "the stack's processes to end", dev.log_path)
     assert returncode in (0, 128 + signum, -signum, 1)
     assert dev.emulator_is_down()
     assert not os.path.exists(os.path.join(home, STACK_FILE))

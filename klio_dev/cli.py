@@ -136,17 +136,16 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str],
         # Start from DAGSTER_HOME: dagster warns about a dagster.yaml in the working folder that is
         # not DAGSTER_HOME's, and the repository root holds one. dagster dev starts with SIGINT and
         # SIGTERM as by default, however this process was started: main() handles both, and a
-        # handled signal is reset at exec (only an ignored one would be inherited). It runs in a
-        # process group of its own, so that it gets exactly one SIGINT, from _stop, whether a
-        # terminal's Ctrl-C or a kill reached this process: a second one, during its shutdown,
-        # aborts it.
+        # handled signal is reset at exec (only an ignored one would be inherited).
         dagster = subprocess.Popen(
             [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev",
-             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home, process_group=0,
+             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home,
             env={**env, "PYTHONWARNINGS": ",".join(filter(None, [env.get("PYTHONWARNINGS"), SUPERSEDED_DEV]))})
         try:
             return dagster.wait()
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGINT or SIGTERM
+        except KeyboardInterrupt:  # Ctrl-C reached dagster dev too (one process group): let it stop
+            return _stop(dagster, already_told_s=30.0)
+        except SystemExit:  # SIGTERM, to this process alone
             return _stop(dagster)
     finally:
         remove_stack(home)
@@ -185,9 +184,15 @@ def taken_ports(ports: dict[str, int | None]) -> tuple[str, int] | None:
     return None
 
 
-def _stop(dagster: subprocess.Popen, grace_s: float = 20.0) -> int:
-    """Stop ``dagster dev`` (and with it the daemon, webserver and runs): SIGINT, as Ctrl-C sends
-    it, then SIGKILL if it has not stopped within ``grace_s``."""
+def _stop(dagster: subprocess.Popen, grace_s: float = 20.0, already_told_s: float = 0.0) -> int:
+    """Stop ``dagster dev`` (and with it the daemon, webserver and runs): after ``already_told_s``
+    (it got the same Ctrl-C, and a second SIGINT during its shutdown would abort it), SIGINT, as
+    Ctrl-C sends it, then SIGKILL if it has not stopped within ``grace_s``."""
+    if already_told_s:
+        try:
+            return dagster.wait(already_told_s)
+        except subprocess.TimeoutExpired:
+            pass  # the SIGINT reached this process alone
     if dagster.poll() is None:
         dagster.send_signal(signal.SIGINT)
     try:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from klio_assets.framework.media_asset import DEFAULT_MAX_IDS_PER_RUN
 from klio_core.media_store import DEFAULT_SOURCE_SUFFIXES, parse_suffixes
-from klio_core.stack_file import DEV_PROJECT
+from klio_core.stack_file import DEFAULT_EMULATOR_PORT, DEV_PROJECT
 from resources.beam import BeamRunner, beam_runner_from
 from resources.pubsub import PubSubResource
 from resources.storage import GCSMediaStorage, LocalMediaStorage
@@ -78,7 +78,7 @@ class Settings(BaseModel):
     pubsub_output_topic: str = "klio-media-outputs"
     pubsub_ack_deadline_s: int = Field(default=_PUBSUB_DEFAULTS["ack_deadline_seconds"].default, ge=10, le=600)
     pubsub_emulator_host: str | None = None
-    pubsub_emulator_port: int = 8085
+    pubsub_emulator_port: int = DEFAULT_EMULATOR_PORT
     media_port: int = 3001
     demo_count: int = Field(default=12, ge=0)
     dev_workers: int = Field(default=os.cpu_count() or 1, ge=0)

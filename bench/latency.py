@@ -236,8 +236,12 @@ def compute_bound_limit(root: str, ids: list[str]) -> float:
     (each single-threaded)."""
     os.environ.update(SINGLE_THREADED)  # as the dev stack's workers
     shares = [(root, ids[i::CORES]) for i in range(CORES)]
-    with multiprocessing.get_context("spawn").Pool(CORES) as pool:
+    pool = multiprocessing.get_context("spawn").Pool(CORES)
+    try:
         spans = pool.map(_limit_worker, shares)
+    finally:  # not terminate(): see bench/run.py's plain_loop
+        pool.close()
+        pool.join()
     return sum(n for _, _, n in spans) / (max(e for _, e, _ in spans) - min(s for s, _, _ in spans))
 
 

@@ -77,9 +77,13 @@ def plain_loop(paths: list[str], workers: int, out_dir: str | None = None) -> fl
         for path in paths:
             process_file(path, out_dir)
     else:
-        with Pool(workers) as pool:
+        pool = Pool(workers)
+        try:
             pool.starmap(process_file, [(p, out_dir) for p in paths],
                          chunksize=max(1, len(paths) // (workers * 8)))
+        finally:  # not Pool's terminate(): its SIGTERM is ignored where Dagster mapped it to an ignored SIGINT
+            pool.close()
+            pool.join()
     return time.perf_counter() - started
 
 

@@ -17,7 +17,7 @@ from resources.pubsub import PubSubResource, message_key
 from sensors.pubsub_sensor import TickState, build_pubsub_sensor
 from tests.conftest import materialized_partitions, observations, pinged, run_summary
 from tests.klio_core.test_wire_decoding import bytes_field, varint_field
-from tests.sensors.conftest import Daemon, pull_dead_letters
+from tests.sensors.conftest import MEDIA_ASSETS, Daemon, pull_dead_letters
 
 pytestmark = pytest.mark.slow  # starts the Pub/Sub emulator
 
@@ -109,6 +109,7 @@ def test_ping_processes_nothing_and_records_where_the_event_reached(daemon, pubs
     publish(pubsub, encode_event(MediaEvent(media_id, ping=True, recipients=("mel_spectrogram",))))
     [request] = daemon.tick()
     assert request.tags["klio/ping"] == "true"
+    assert request.asset_check_keys == []  # so the Checks tab keeps each check's last real evaluation
     assert daemon.execute([request])[0].success
     for asset in ("waveform", "mel_spectrogram"):
         assert media_id in pinged(instance, asset)
@@ -116,6 +117,9 @@ def test_ping_processes_nothing_and_records_where_the_event_reached(daemon, pubs
         assert not os.path.exists(output(store_root, asset, media_id))
     assert pinged(instance, "mfcc") == set()
     assert materialized_partitions(instance, "waveform") == set()
+    checks = [key for key in MEDIA_ASSETS.check_keys if key.asset_key.path[0] in ("waveform", "mel_spectrogram")]
+    assert checks and all(not instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+                          for key in checks), "a ping ran no check"
 
 
 def test_bad_events_are_acked_dead_lettered_and_do_not_block_good_ones(daemon, pubsub, instance, catalogue_ids):

@@ -83,18 +83,20 @@ class OutputRecord:
 @dataclass(frozen=True)
 class WrittenOutput:
     """One output of one media ID, as stored: where, its version (a new one per write), what the
-    UI shows about it (JSON-safe ``metadata``) and its checks. ``written_by_run`` is set only for
-    an output found fresh (skipped): the run that wrote it, from its record."""
+    UI shows about it (JSON-safe ``metadata``), its checks and the versions of the upstream
+    outputs it was computed from. ``written_by_run`` is set only for an output found fresh
+    (skipped): the run that wrote it, from its record."""
 
     uri: str
     version: str
     metadata: dict[str, Any]
     checks: tuple[CheckOutcome, ...] = ()
     written_by_run: str | None = None
+    inputs: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def from_record(cls, uri: str, record: OutputRecord) -> "WrittenOutput":
-        return cls(uri, record.version, record.metadata, record.checks, str(record.run_id))
+        return cls(uri, record.version, record.metadata, record.checks, str(record.run_id), record.inputs)
 
 
 @dataclass

@@ -173,7 +173,7 @@ def _process(task: ItemTask, state: _Pass) -> ItemResult:
             store.write_bytes(store.record_uri(output.asset, media_id), record.to_json())
             state.values[output.asset] = value
             state.records[output.asset] = record
-            outputs[output.asset] = WrittenOutput(uri, version, metadata, checks)
+            outputs[output.asset] = WrittenOutput(uri, version, metadata, checks, inputs=input_versions)
         return ItemResult(media_id, ItemStatus.MATERIALIZED, outputs=outputs, seconds=time.perf_counter() - started,
                           retries=retries, task=task.name)
     except _Dropped as e:

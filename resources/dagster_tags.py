@@ -16,6 +16,15 @@ BACKFILL_TAG = "dagster/backfill"  # on the runs of a backfill: its ID
 RETRY_NUMBER_TAG = "dagster/retry_number"  # on a retry of a failed run
 MAX_RETRIES_TAG = "dagster/max_retries"  # a job's own limit of automatic run retries (dagster.yaml's run_retries)
 
+# The tags of an asset materialization that Dagster reads to tell whether a partition is stale
+# (its data versions: `AssetMaterialization(tags=...)` accepts exactly these system tags).
+CODE_VERSION_TAG = "dagster/code_version"
+DATA_VERSION_TAG = "dagster/data_version"
+DATA_VERSION_IS_USER_PROVIDED_TAG = "dagster/data_version_is_user_provided"
+INPUT_DATA_VERSION_TAG_PREFIX = "dagster/input_data_version/"  # + the upstream asset key
+INPUT_EVENT_POINTER_TAG_PREFIX = "dagster/input_event_pointer/"  # + the upstream asset key: its materialization's storage ID
+NULL_EVENT_POINTER = "NULL"  # no materialization of the upstream partition is known
+
 
 def partition_range_tags(first: str, last: str) -> dict[str, str]:
     """The tags of a run over the partitions ``first`` to ``last`` (in the partitions' order)."""

@@ -15,20 +15,36 @@ Per asset and media ID the UI gets:
   Dagster has no materialization of that output version (its run died before reporting it):
   then it is reported now, from its stored record.
 
+Each materialization carries the data versions Dagster reads to tell staleness (``Provenance``):
+its output version, the versions of the upstream outputs it was computed from and where their
+materializations are, and the asset's code version (with the config's fingerprint when the run's
+config was not the default). So Dagster's Unsynced badge agrees with the project's freshness
+rule: a partition is unsynced exactly when the next run would recompute it.
+
 At the end, one observation per asset (not per partition) holds the run's counters, timings and
 the first skipped media IDs. The streaming job (``klio_assets.framework.stream``) reports each
 ID it finishes with the same ``report_output``.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
+import pydantic
 
 from klio_core.records import ItemResult, ItemStatus, WrittenOutput
 from klio_core.run_tags import FORCE_TAG, PING_TAG, tag_is_true
 from klio_core.wire import MediaEvent, encode_event
-from pipelines.specs import ItemOutput
+from pipelines.specs import ItemOutput, ItemTask
+from resources.dagster_tags import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_IS_USER_PROVIDED_TAG,
+    DATA_VERSION_TAG,
+    INPUT_DATA_VERSION_TAG_PREFIX,
+    INPUT_EVENT_POINTER_TAG_PREFIX,
+    NULL_EVENT_POINTER,
+)
 
 MAX_LISTED_PROBLEMS = 200
 MAX_LISTED_SKIPPED = 100
@@ -53,23 +69,25 @@ def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
     runner = context.resources.beam_runner
     tasks = [media.task(context.op_config.get(media.name), force, outputs, context.run_id) for media, outputs in work]
     by_task = {media.name: (media, outputs) for media, outputs in work}
+    provenance = {task.name: Provenance.of(media, task) for (media, _), task in zip(work, tasks, strict=True)}
     context.log.info(f"one Beam pipeline on {runner.runner}: {len(ids)} media IDs through "
                      f"{', '.join(t.name for t in tasks)}{' (forced)' if force else ''}")
     pipeline = runner.run(tasks, store, ids, context.run_id)
     tally = Tally()
     finished: set[str] = set()
     for batch in pipeline.results():
-        for task_name, results in _by_task(batch).items():
+        pointers = UpstreamPointers(context.instance, {r.media_id for r in batch})
+        for task_name, results in _by_task(batch).items():  # upstream first
             media, outputs = by_task[task_name]
             tally.add(task_name, results.values())
             for output in outputs:
-                yield from report_output(context, output, results, tally)
+                yield from report_output(context, provenance[task_name], pointers, output, results, tally)
             if media.event_output:
                 ready = [m for m, r in results.items() if r.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED)]
                 publish_event_output(context, media, outputs, ready, {m: str(results[m].status) for m in ready})
         log_problems(context, batch)
         finished.update(r.media_id for r in batch)
-        context.log.info(f"{len(finished)} / {len(ids)} media IDs done")
+        context.log.info(f"{len(finished)} / {len(ids)} media IDs done; per asset: {tally.progress()}")
     for media, outputs in work:
         yield from _summaries(context, outputs, pipeline.counters.get(media.name, {}), tally, media.name)
     yield from _check_summaries(context, tally)
@@ -88,12 +106,20 @@ class Tally:
         self.skipped: dict[str, list[str]] = {}  # task -> the first skipped media IDs
         self.recovered: dict[str, int] = {}
         self.checks: dict[dg.AssetCheckKey, tuple[list[str], list[str]]] = {}  # -> (passed IDs, failed IDs)
+        self.states: dict[str, dict[str, int]] = {}  # task -> state -> media IDs so far
+
+    def progress(self) -> str:
+        """Each task's counts so far, in the order the tasks first reported."""
+        return "; ".join(f"{task} " + ", ".join(f"{n} {state}" for state, n in states.items())
+                         for task, states in self.states.items())
 
     def add_check(self, key: dg.AssetCheckKey, media_id: str, passed: bool) -> None:
         self.checks.setdefault(key, ([], []))[0 if passed else 1].append(media_id)
 
     def add(self, task_name: str, results) -> None:
+        states = self.states.setdefault(task_name, {})
         for result in results:
+            states[str(result.status)] = states.get(str(result.status), 0) + 1
             self.seconds.setdefault(task_name, []).append(result.seconds)
             if result.status == ItemStatus.DROPPED:
                 self.dropped[(task_name, result.media_id)] = result.reason
@@ -148,17 +174,75 @@ def ping_events(context: dg.AssetExecutionContext | dg.OpExecutionContext, asset
             "pinged": len(ids), "media_ids": dg.MetadataValue.json(ids[:MAX_LISTED_SKIPPED])})
 
 
-def report_output(context: dg.AssetExecutionContext | dg.OpExecutionContext, output: ItemOutput,
-                  results: Mapping[str, ItemResult], tally: Tally):
-    """One output's events for a batch of its results (by media ID)."""
+@dataclass(frozen=True)
+class Provenance:
+    """What one task's materializations in one run tell Dagster about their data versions.
+
+    ``code_version``: the asset's code version when the run's config is the default one (as the
+    definition declares it); with another config, the code version and the config's fingerprint,
+    so Dagster calls the outputs unsynced, as the project does (a run with the default config
+    recomputes them). An asset without a code version reports the fingerprint alone (Dagster then
+    compares only the data versions). ``upstream``: the assets whose versions it records.
+    """
+
+    code_version: str
+    upstream: tuple[str, ...]
+
+    @classmethod
+    def of(cls, media, task: ItemTask) -> "Provenance":
+        try:
+            default = media.task(None).fingerprint
+        except pydantic.ValidationError:  # a config field without a default: there is no default run
+            default = None
+        if task.code_version is None:
+            code_version = f"config:{task.fingerprint}"
+        elif task.fingerprint == default:
+            code_version = task.code_version
+        else:
+            code_version = f"{task.code_version}+config:{task.fingerprint}"
+        return cls(code_version, tuple(task.upstream))
+
+    def tags(self, media_id: str, written: WrittenOutput, pointers: "UpstreamPointers") -> dict[str, str]:
+        """The tags of one output's materialization."""
+        tags = {CODE_VERSION_TAG: self.code_version, DATA_VERSION_TAG: written.version,
+                DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+        for asset in self.upstream:
+            tags[INPUT_DATA_VERSION_TAG_PREFIX + asset] = written.inputs.get(asset) or "unknown"
+            pointer = pointers.of(asset).get(media_id)
+            tags[INPUT_EVENT_POINTER_TAG_PREFIX + asset] = NULL_EVENT_POINTER if pointer is None else str(pointer)
+        return tags
+
+
+class UpstreamPointers:
+    """Where the upstream materializations of a batch of media IDs are (their storage IDs, where
+    Dagster looks for newer ones): fetched once per upstream asset and batch, when a downstream
+    output first asks, which is after the batch's upstream events are stored (they are reported
+    upstream first)."""
+
+    def __init__(self, instance: dg.DagsterInstance, media_ids: Collection[str]):
+        self.instance, self.media_ids = instance, sorted(media_ids)
+        self.by_asset: dict[str, dict[str, int]] = {}
+
+    def of(self, asset: str) -> dict[str, int]:
+        if asset not in self.by_asset:
+            latest = _latest(self.instance, asset, self.media_ids)
+            self.by_asset[asset] = {media_id: record.storage_id for media_id, record in latest.items()}
+        return self.by_asset[asset]
+
+
+def report_output(context: dg.AssetExecutionContext | dg.OpExecutionContext, provenance: Provenance,
+                  pointers: UpstreamPointers, output: ItemOutput, results: Mapping[str, ItemResult], tally: Tally):
+    """One output's events for a batch of its results (by media ID). The batch's upstream
+    outputs must have been reported first."""
     asset = output.asset
     skipped = {m: r.outputs[asset].version for m, r in results.items() if r.status == ItemStatus.SKIPPED}
     unreported = set(_unreported(context.instance, asset, skipped)) if skipped else set()
     for media_id, result in results.items():
         if result.status == ItemStatus.MATERIALIZED or media_id in unreported:
             written = result.outputs[asset]
-            yield dg.AssetMaterialization(asset_key=asset, partition=media_id,
-                                          metadata=_materialization_metadata(context, written, result))
+            yield dg.AssetMaterialization(
+                asset_key=asset, partition=media_id, metadata=_materialization_metadata(context, written, result),
+                tags=provenance.tags(media_id, written, pointers))
             for check in written.checks:
                 key = dg.AssetCheckKey(dg.AssetKey(asset), check.name)
                 tally.add_check(key, media_id, check.passed)
@@ -218,30 +302,39 @@ def _check_summaries(context: dg.AssetExecutionContext, tally: Tally):
                       **({"failed_media_ids": dg.MetadataValue.json(failed[:MAX_LISTED_PROBLEMS])} if failed else {})})
 
 
-def _unreported(instance: dg.DagsterInstance, asset: str, versions: Mapping[str, str]) -> list[str]:
-    """The media IDs among ``versions`` (fresh outputs' stored versions, by ID) whose latest
-    materialization in Dagster is missing or reports another output version."""
-    key, unreported = dg.AssetKey(asset), []
-    ids = list(versions)
+def _latest(instance: dg.DagsterInstance, asset: str, ids: Sequence[str]) -> dict[str, dg.EventLogRecord]:
+    """The latest materialization record of each of ``ids`` that ``asset`` has in Dagster."""
+    latest: dict[str, dg.EventLogRecord] = {}
     for start in range(0, len(ids), RECONCILE_BATCH):
         chunk = ids[start:start + RECONCILE_BATCH]
-        latest: dict[str, str | None] = {}
+        found: dict[str, dg.EventLogRecord] = {}
         cursor = None
-        while len(latest) < len(chunk):
+        while len(found) < len(chunk):
             page = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk), limit=1000, cursor=cursor)
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=chunk),
+                limit=min(1000, 2 * len(chunk)), cursor=cursor)
             for record in page.records:  # newest first
-                materialization = record.asset_materialization
-                version = materialization.metadata.get("output_version") if materialization else None
                 if record.partition_key is not None:
-                    latest.setdefault(record.partition_key, str(version.value) if version else None)
+                    found.setdefault(record.partition_key, record)
             if not page.has_more:
                 break
             cursor = page.cursor
-        for media_id in chunk:
-            # A materialization from before output versions were reported counts as reported.
-            if media_id not in latest or latest[media_id] not in (None, versions[media_id]):
-                unreported.append(media_id)
+        latest.update(found)
+    return latest
+
+
+def _unreported(instance: dg.DagsterInstance, asset: str, versions: Mapping[str, str]) -> list[str]:
+    """The media IDs among ``versions`` (fresh outputs' stored versions, by ID) whose latest
+    materialization in Dagster is missing or reports another output version."""
+    latest = _latest(instance, asset, list(versions))
+    unreported = []
+    for media_id, version in versions.items():
+        record = latest.get(media_id)
+        materialization = record.asset_materialization if record else None
+        reported = materialization.metadata.get("output_version") if materialization else None
+        # A materialization from before output versions were reported counts as reported.
+        if record is None or (reported is not None and str(reported.value) != version):
+            unreported.append(media_id)
     return unreported
 
 

@@ -49,7 +49,15 @@ from google.api_core.exceptions import GoogleAPICallError, RetryError
 from pydantic import Field
 
 from klio_assets.framework.media_asset import MediaAsset
-from klio_assets.framework.media_run import Tally, log_problems, ping_events, publish_event_output, report_output
+from klio_assets.framework.media_run import (
+    Provenance,
+    Tally,
+    UpstreamPointers,
+    log_problems,
+    ping_events,
+    publish_event_output,
+    report_output,
+)
 from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.records import ItemResult, ItemStatus
 from klio_core.wire import BadEvent, MediaEvent, encode_event, parse_event
@@ -107,6 +115,7 @@ class MediaStream:
         self.store = context.resources.media_storage.store()
         self.media = {media.name: media for media in media_assets}
         self.tasks = [media.task(None, run_id=context.run_id) for media in media_assets]
+        self.provenance = {task.name: Provenance.of(self.media[task.name], task) for task in self.tasks}
         self.known_assets = frozenset(o.asset for task in self.tasks for o in task.outputs)
         self.inbox: queue.Queue = queue.Queue()
         self.in_flight: dict[str, Any] = {}  # media ID -> its message
@@ -224,12 +233,14 @@ class MediaStream:
     def _report(self, message, event: MediaEvent, results: Sequence[ItemResult]) -> None:
         """Every event of the ID stored, its event output and retry published, then the ack."""
         lacking = []
-        for result in results:
+        pointers = UpstreamPointers(self.context.instance, [event.media_id])
+        for result in results:  # upstream first
             media = self.media[result.task]
             self.tally.add(result.task, [result])
             self.counts[str(result.status)] += 1
             for output in media.outputs:
-                for dagster_event in report_output(self.context, output, {event.media_id: result}, self.tally):
+                for dagster_event in report_output(self.context, self.provenance[media.name], pointers, output,
+                                                   {event.media_id: result}, self.tally):
                     self.context.log_event(dagster_event)
             if media.event_output and result.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED):
                 publish_event_output(self.context, media, media.outputs, [event.media_id],

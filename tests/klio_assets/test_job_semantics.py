@@ -327,8 +327,10 @@ def test_runs_report_counters_timing_and_progress(instance, store_root, catalogu
         "received": 12, "materialized": 12, "skipped": 0, "dropped": 0, "failed": 0, "retried": 0}
     assert 50 <= summary["item_ms_p50"] <= summary["item_ms_p90"] <= summary["item_ms_p99"] <= summary["item_ms_max"]
     messages = [e.user_message for e in instance.all_logs(result.run_id)]
-    done = [int(m.split(" /")[0]) for m in messages if m.endswith("/ 12 media IDs done")]
+    progress = [m for m in messages if "/ 12 media IDs done; per asset: " in m]
+    done = [int(m.split(" /")[0]) for m in progress]
     assert len(done) >= 2 and done == sorted(done) and done[-1] == 12, done
+    assert progress[-1].endswith("per asset: waveform 12 materialized; slowish 12 materialized"), progress[-1]
 
 
 def test_finished_ids_are_reported_while_the_run_goes_on(instance, store_root, catalogue_ids):

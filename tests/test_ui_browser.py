@@ -27,6 +27,10 @@ RUNS_FOR = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags})
   ... on Runs { results { runId status } } } }"""
 BACKFILLS = """{ partitionBackfillsOrError(limit: 5) { ... on PartitionBackfills {
   results { id status runs { runId status } } } } }"""
+PARTITION_STATUSES = """query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {
+  assetPartitionStatuses { ... on DefaultPartitionStatuses { failedPartitions } } } } }"""
+STALE_STATUS = """query($key: AssetKeyInput!, $partition: String!) { assetNodeOrError(assetKey: $key) {
+  ... on AssetNode { staleStatus(partition: $partition) } } }"""
 RUN_LOG = """query($runId: ID!) { logsForRun(runId: $runId, limit: 5000) {
   ... on EventConnection { events { __typename ... on MessageEvent { message } } } } }"""
 
@@ -162,3 +166,33 @@ def test_e_a_plot_partition_shows_its_image(page, dev):
     wait_until(lambda: image.evaluate("img => img.complete && img.naturalWidth") == 640, 30,
                "the plot image to render", dev.log_path)
     shoot(page, "e-plot-in-metadata")
+
+
+def test_f_a_failed_partition_shows_its_reason(page, dev):
+    with open(os.path.join(dev.data_root, "sources", "bad-ui.mp3"), "w") as f:
+        f.write("not audio at all\n")
+    published = dev.publish("bad-ui")
+    assert published.returncode == 0, published.stderr
+    wait_until(lambda: "bad-ui" in failed_partitions(dev, "waveform"), 300,
+               "the sensor's run to fail bad-ui", dev.log_path)
+    visit(page, dev, "/assets/waveform?view=partitions&partition=bad-ui")
+    page.get_by_text("failed, and did not materialize this asset").first.wait_for()
+    page.get_by_role("button", name=re.compile("View all historical events")).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Observation", exact=True).first.click()  # the event's metadata opens below it
+    dialog.get_by_text(re.compile(r"bad-ui\.mp3\b.*could not be decoded")).first.wait_for()
+    shoot(page, "f-failed-partition-reason")
+
+
+def test_g_materialized_partitions_are_not_unsynced(dev):
+    """The badge beside "Materialized" reads each partition's stale status: the demo IDs that
+    tests b and c materialized are fresh, as the project holds them."""
+    for asset in AUDIO:
+        for media_id in DEMO_IDS:
+            status = dev.server.query(STALE_STATUS, {"key": {"path": [asset]}, "partition": media_id})
+            assert status["assetNodeOrError"]["staleStatus"] == "FRESH", (asset, media_id)
+
+
+def failed_partitions(dev, asset: str) -> set[str]:
+    statuses = dev.server.query(PARTITION_STATUSES, {"key": {"path": [asset]}})["assetNodeOrError"]
+    return set(statuses["assetPartitionStatuses"]["failedPartitions"])

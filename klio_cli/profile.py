@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-warmup", action="store_true", help="do not run the first ID once untimed first")
     args = parser.parse_args(argv)
 
+    from klio_core.stack_file import stack_environ
+
+    os.environ.update(stack_environ())  # the running stack's data root, unless KLIO_DATA_ROOT says otherwise
     from klio_assets import definitions
     from klio_core.media_ids import InvalidMediaId, validate_media_id
     from pipelines.graph import chain_for

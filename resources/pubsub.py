@@ -18,6 +18,13 @@ ORIGIN_KEY_ATTRIBUTE = "klio_origin_key"
 """Set on a message carried over from a stopped emulator: the key it had there (see ``klio-dev``)."""
 
 
+def dead_letter(message, reason: str, subscription: str) -> tuple[bytes, dict[str, str]]:
+    """What the dead-letter topic gets for a bad ``message`` (a received ``PubsubMessage``) pulled
+    from ``subscription``: its data as it came, its attributes, and why, where and which message."""
+    return message.data, {**message.attributes, "error": reason[:1024], "source_message_id": message.message_id,
+                          "source_message_key": message_key(message), "source_subscription": subscription}
+
+
 def message_key(message) -> str:
     """What identifies a Pub/Sub message across restarts: ``<message ID>@<publish time in µs>``.
 

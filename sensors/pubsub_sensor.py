@@ -42,7 +42,7 @@ from google.api_core.exceptions import GoogleAPICallError
 from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.wire import BadEvent, parse_event
 from resources.dagster_tags import SENSOR_NAME_TAG
-from resources.pubsub import PubSubResource, message_key
+from resources.pubsub import PubSubResource, dead_letter, message_key
 from sensors.planning import Received, plan_runs
 
 REDELIVERY_GRACE_S = 120  # how long a key stays remembered after its ack was confirmed in time
@@ -169,11 +169,8 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
             pending_keys.append(key)
 
     if bad and pubsub.dead_letter_topic:
-        pubsub.publish(pubsub.dead_letter_topic, [
-            (m.message.data, {**m.message.attributes, "error": reason[:1024],
-                              "source_message_id": m.message.message_id, "source_message_key": key,
-                              "source_subscription": pubsub.subscription})
-            for m, key, reason in bad])
+        pubsub.publish(pubsub.dead_letter_topic,
+                       [dead_letter(m.message, reason, pubsub.subscription) for m, _, reason in bad])
     if ack_now:
         pubsub.acknowledge([ack_id for ack_id, _ in ack_now], pubsub.sensor_subscription_path)
         acked_at = clock()

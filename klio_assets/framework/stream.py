@@ -66,6 +66,7 @@ from pipelines.graph import tasks_for_event
 from pipelines.streaming import decode_result
 from pipelines.transforms import ProcessEventFn
 from resources.dagster_tags import MAX_RETRIES_TAG
+from resources.pubsub import dead_letter
 
 STREAM_JOB = "media_stream_job"
 STREAM_TAG = "klio/stream"
@@ -269,9 +270,8 @@ class MediaStream:
         self.context.log.warning(f"bad event (message {message.message_id}): {reason}")
         self.counts["bad"] += 1
         if self.pubsub.dead_letter_topic:
-            self.pubsub.publish(self.pubsub.dead_letter_topic, [(message.data, {
-                **message.attributes, "error": reason[:1024], "source_message_id": message.message_id,
-                "source_subscription": self.pubsub.subscription})])
+            self.pubsub.publish(self.pubsub.dead_letter_topic,
+                                [dead_letter(message.pulled, reason, self.pubsub.subscription)])
         message.ack()
 
     def _ensure_partition(self, media_id: str) -> None:
@@ -302,8 +302,8 @@ class Held:
 
     def __init__(self, received, intake: "Intake"):
         self.ack_id = received.ack_id
+        self.pulled = received.message
         self.data = received.message.data
-        self.attributes = dict(received.message.attributes)
         self.message_id = received.message.message_id
         self.intake = intake
 

@@ -76,6 +76,9 @@ def test_the_stream_materializes_each_event_as_its_own_partition_and_acks_after(
     dead = pubsub.pull(10, wait_s=2.0, subscription_path=pubsub.subscriber.subscription_path(
         pubsub.project, pubsub.dead_letter_topic + "-sub"))
     assert [m.message.data for m in dead] == [b"a...b"]
+    letter = dead[0].message.attributes  # as the sensor's dead letters: why, where and which message
+    assert "partition range" in letter["error"] and letter["source_subscription"] == pubsub.subscription
+    assert letter["source_message_key"].startswith(letter["source_message_id"] + "@")
     assert pending(pubsub) == 0  # every message acknowledged
 
 

@@ -20,6 +20,8 @@ Measured, side by side in this run:
      (the last fifth's p50 at most 5 s above the first's);
 (L)  the compute-bound limit: a plain in-memory loop over the same per-item functions, one
      process per core, in IDs/s;
+(d)  durable -> shown: per ID, the longest any of its outputs took from its record being written
+     (after the output itself) to its materialization being stored in Dagster: p50 and p95;
 (c)  where the CPU goes: for the singles and each stream, the CPU seconds of the stack's
      processes by role (warm workers, run processes, daemon, code server, webserver, klio-dev,
      the Pub/Sub emulator) per media ID, and the share of the machine the stack used; and the
@@ -54,6 +56,7 @@ import scale  # noqa: E402  (bench/scale.py: the stack's instance)
 
 from klio_assets.definitions import MEDIA_ASSETS, MEDIA_GRAPH  # noqa: E402
 from klio_assets.framework.stream import STREAM_JOB  # noqa: E402
+from klio_core.media_store import LocalMediaStore  # noqa: E402
 from klio_core.stack_file import DEV_PROJECT  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
 from klio_dev import bytecode  # noqa: E402
@@ -72,6 +75,7 @@ class Stream:
         os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{stack.emulator_port}"
         self.pubsub = PubSubResource(project=DEV_PROJECT)
         self.instance = instance
+        self.store = LocalMediaStore(stack.data_root)
         self.published: dict[str, float] = {}
 
     def publish(self, media_ids: list[str]) -> None:
@@ -87,8 +91,11 @@ class Stream:
         return left
 
     def timings(self, media_ids: list[str]) -> dict[str, dict[str, float]]:
-        """Per done ID: seconds from publish to run created, run started, and last materialization."""
+        """Per done ID: seconds from publish to run created, run started, and last materialization;
+        and the longest an output of the ID took from durable (its record written, after the output
+        itself) to shown (its materialization stored)."""
         last: dict[str, tuple[float, str]] = {}
+        shown: dict[tuple[str, str], float] = {}
         for asset in MEDIA_GRAPH:
             for start in range(0, len(media_ids), 500):
                 chunk = media_ids[start:start + 500]
@@ -100,6 +107,8 @@ class Stream:
                     for r in page.records:
                         if r.partition_key not in last or r.timestamp > last[r.partition_key][0]:
                             last[r.partition_key] = (r.timestamp, r.run_id)
+                        key = (asset, r.partition_key)
+                        shown[key] = max(shown.get(key, 0.0), r.timestamp)
                     if not page.has_more:
                         break
                     cursor = page.cursor
@@ -114,7 +123,10 @@ class Stream:
             run = runs[run_id]
             sent = self.published[media_id]
             out[media_id] = {"created": run.create_timestamp.timestamp() - sent,
-                             "started": (run.start_time or stamp) - sent, "done": stamp - sent}
+                             "started": (run.start_time or stamp) - sent, "done": stamp - sent,
+                             "durable_to_shown": max(
+                                 shown[(a, media_id)] - os.stat(self.store.record_uri(a, media_id)).st_mtime
+                                 for a in MEDIA_GRAPH)}
         return out
 
 
@@ -259,9 +271,10 @@ def summarize(name: str, timings: dict[str, dict[str, float]], expected: int) ->
     done = [timings[m]["done"] for m in timings]
     parts = {k: statistics.median(t[k] for t in timings.values()) for k in ("created", "started", "done")} \
         if timings else {}
+    shown = [t["durable_to_shown"] for t in timings.values()]
     return (f"| {name} | {len(timings)}/{expected} | {percentile(done, 50):.1f} | {percentile(done, 95):.1f} | "
             f"{parts.get('created', float('nan')):.1f} / {parts.get('started', float('nan')):.1f} / "
-            f"{parts.get('done', float('nan')):.1f} |")
+            f"{parts.get('done', float('nan')):.1f} | {percentile(shown, 50):.2f} / {percentile(shown, 95):.2f} |")
 
 
 def main() -> int:
@@ -293,8 +306,8 @@ def main() -> int:
 
     print(f"\nmachine: {CORES} cores; {len(MEDIA_GRAPH)} media assets per ID (top-down)\n")
     print("| events | done | p50 s | p95 s | median to run created / started / done, s "
-          "| lag, first -> last fifth p50 s | rate |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+          "| durable -> shown in Dagster p50 / p95 s | lag, first -> last fifth p50 s | rate |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(row if row.count("|") > 7 else row + " | |")
     print("\n| stream | CPU used (of all cores) | CPU ms per media ID (idle: per second), by process role |")

@@ -4,8 +4,8 @@ researcher imports to add a media asset::
     from klio_assets import media_asset, Waveform
 
 Importing it loads no Dagster: the decorator, the media types, codecs and checks are plain
-Python that Beam workers load too. ``build_media_assets`` and ``media_ids`` (the Dagster
-definitions) are loaded on first use.
+Python that Beam workers load too. ``build_media_assets``, ``code_location`` and ``media_ids``
+(the Dagster definitions) are loaded on first use.
 """
 
 from typing import Any
@@ -17,6 +17,7 @@ from klio_core.media_ids import InvalidMediaId, validate_media_id
 from klio_core.media_types import PlotImage, SourceMedia, Waveform
 
 _DAGSTER_PARTS = {"build_media_assets": "klio_assets.framework.assets",
+                  "code_location": "klio_assets.framework.location",
                   "media_ids": "klio_assets.framework.partitions"}
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "SourceMedia",
     "Waveform",
     "build_media_assets",
+    "code_location",
     "codec_for",
     "finite_values",
     "image_size",

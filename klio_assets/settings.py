@@ -101,6 +101,15 @@ class Settings(BaseModel):
                                  f"(got {err.get('input')!r})" for err in e.errors())
             raise ValueError(f"bad setting: {problems}") from None
 
+    def for_location(self, name: str, input_topic: str) -> "Settings":
+        """These settings for another team's code location ``name`` (``klio_assets.code_location``):
+        its events come from ``input_topic``; its subscription to it, its event output, dead
+        letters and retries are its own, named after it."""
+        return self.model_copy(update={
+            "pubsub_topic": input_topic, "pubsub_subscription": f"{input_topic}-{name}",
+            "pubsub_output_topic": f"{name}-outputs", "pubsub_dead_letter_topic": f"{name}-dead-letter",
+            "pubsub_retry_topic": f"{name}-retry", "pubsub_retry_subscription": f"{name}-retry-dagster"})
+
     @property
     def pubsub_configured(self) -> bool:
         """Whether events can flow: a real project, or an emulator to talk to."""

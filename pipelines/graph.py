@@ -31,6 +31,19 @@ def upstream_closure(upstream: Mapping[str, Sequence[str]], selected: Iterable[s
     return needed
 
 
+def downstream_of(upstream: Mapping[str, Sequence[str]], asset: str) -> set[str]:
+    """The media assets of ``upstream``'s keys that read ``asset``, directly or through others."""
+    found: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for key, reads in upstream.items():
+            if key not in found and (asset in reads or found.intersection(reads)):
+                found.add(key)
+                grew = True
+    return found
+
+
 def asset_graph(specs: Sequence[ItemSpec]) -> dict[str, tuple[str, ...]]:
     """Every media asset (each output of each function) -> the media assets it reads."""
     return {o.asset: tuple(spec.upstream) for spec in specs for o in spec.outputs}
@@ -104,11 +117,23 @@ def call_chain(tasks: Sequence[ItemTask], source: SourceMedia) -> dict[str, Any]
     return values
 
 
-def tasks_for_event(ordered: Sequence[ItemTask], recipients: Sequence[str], force: bool) -> list[ItemTask]:
-    """The tasks one event runs, upstream first: every task for a top-down event (no
-    ``recipients``), else the recipients and everything upstream of them (bottom-up: what exists
-    is skipped as fresh, so only what is missing is produced); forced if the event is."""
+def selected_assets(upstream: Mapping[str, Sequence[str]], recipients: Sequence[str],
+                    announced: str | None = None) -> set[str]:
+    """What one event asks of the media assets ``upstream`` maps: a bottom-up event (with
+    ``recipients``), the recipients and everything upstream of them (what exists is skipped as
+    fresh, so only what is missing is produced); a top-down one, every asset, or, when it
+    announces an output of another code location (``announced``, Klio's event output of an
+    upstream job), every asset downstream of that output."""
     if recipients:
-        needed = upstream_closure(asset_graph(ordered), recipients)
-        ordered = [task for task in ordered if any(o.asset in needed for o in task.outputs)]
+        return upstream_closure(upstream, recipients)
+    if announced is not None and announced not in upstream:
+        return downstream_of(upstream, announced)
+    return set(upstream)
+
+
+def tasks_for_event(ordered: Sequence[ItemTask], recipients: Sequence[str], force: bool,
+                    announced: str | None = None) -> list[ItemTask]:
+    """The tasks one event runs (``selected_assets``), upstream first; forced if the event is."""
+    needed = selected_assets(asset_graph(ordered), recipients, announced)
+    ordered = [task for task in ordered if any(o.asset in needed for o in task.outputs)]
     return [dataclasses.replace(task, force=True) if force else task for task in ordered]

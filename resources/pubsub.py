@@ -18,6 +18,11 @@ ORIGIN_KEY_ATTRIBUTE = "klio_origin_key"
 """Set on a message carried over from a stopped emulator: the key it had there (see ``klio-dev``)."""
 
 
+ASSET_ATTRIBUTE = "asset"
+"""The attribute of an event output message naming the output it announces (and so, to a code
+location downstream, which of its assets to run)."""
+
+
 def dead_letter(message, reason: str, subscription: str) -> tuple[bytes, dict[str, str]]:
     """What the dead-letter topic gets for a bad ``message`` (a received ``PubsubMessage``) pulled
     from ``subscription``: its data as it came, its attributes, and why, where and which message."""

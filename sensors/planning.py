@@ -15,7 +15,7 @@ import dagster as dg
 
 from klio_core.run_tags import FORCE_TAG, PING_TAG
 from klio_core.wire import MediaEvent
-from pipelines.graph import upstream_closure
+from pipelines.graph import selected_assets
 from resources.dagster_tags import partition_range_tags
 
 
@@ -25,6 +25,8 @@ class Received:
 
     message_key: str
     event: MediaEvent
+    announced: str | None = None
+    """The output of another code location that the message announces (its ``asset`` attribute)."""
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,9 @@ class RunPlan:
                              asset_check_keys=[] if self.ping else None, tags=tags)
 
 
-def selection_for(event: MediaEvent, upstream: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
-    """Top-down: every asset. Bottom-up: the recipients and all their upstream media assets (whose
-    existing outputs the run then skips, so only missing ones are produced)."""
-    if not event.recipients:
-        return tuple(sorted(upstream))
-    return tuple(sorted(upstream_closure(upstream, event.recipients)))
+def selection_for(item: Received, upstream: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The assets of ``item``'s run (``pipelines.graph.selected_assets``)."""
+    return tuple(sorted(selected_assets(upstream, item.event.recipients, item.announced)))
 
 
 def plan_runs(received: Sequence[Received], registered: Sequence[str],
@@ -70,7 +69,9 @@ def plan_runs(received: Sequence[Received], registered: Sequence[str],
     """
     batches: dict[tuple, dict[str, list[str]]] = {}
     for item in received:
-        key = (selection_for(item.event, upstream), item.event.force, item.event.ping)
+        key = (selection_for(item, upstream), item.event.force, item.event.ping)
+        if not key[0]:  # it announces an output none of these assets reads: nothing to do
+            continue
         batches.setdefault(key, {}).setdefault(item.event.media_id, []).append(item.message_key)
 
     known = set(registered)

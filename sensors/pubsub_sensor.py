@@ -42,7 +42,7 @@ from google.api_core.exceptions import GoogleAPICallError
 from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.wire import BadEvent, parse_event
 from resources.dagster_tags import SENSOR_NAME_TAG
-from resources.pubsub import PubSubResource, dead_letter, message_key
+from resources.pubsub import ASSET_ATTRIBUTE, PubSubResource, dead_letter, message_key
 from sensors.planning import Received, plan_runs
 
 REDELIVERY_GRACE_S = 120  # how long a key stays remembered after its ack was confirmed in time
@@ -164,7 +164,7 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
             bad.append((message, key, event.reason))
             ack_now.append((message.ack_id, key))
         else:
-            received.append(Received(key, event))
+            received.append(Received(key, event, message.message.attributes.get(ASSET_ATTRIBUTE)))
             pending_acks.append(message.ack_id)
             pending_keys.append(key)
 

@@ -36,6 +36,7 @@ job's result messages instead of events, and reports and acknowledges them the s
 """
 
 import collections
+import dataclasses
 import queue
 import threading
 import time
@@ -62,11 +63,11 @@ from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.records import ItemResult, ItemStatus
 from klio_core.wire import BadEvent, MediaEvent, encode_event, parse_event
 from pipelines import stream_worker
-from pipelines.graph import tasks_for_event
+from pipelines.graph import asset_graph, downstream_of, tasks_for_event
 from pipelines.streaming import decode_result
 from pipelines.transforms import ProcessEventFn
 from resources.dagster_tags import MAX_RETRIES_TAG
-from resources.pubsub import dead_letter
+from resources.pubsub import ASSET_ATTRIBUTE, dead_letter
 
 STREAM_JOB = "media_stream_job"
 STREAM_TAG = "klio/stream"
@@ -118,6 +119,7 @@ class MediaStream:
         self.tasks = [media.task(None, run_id=context.run_id) for media in media_assets]
         self.provenance = {task.name: Provenance.of(self.media[task.name], task) for task in self.tasks}
         self.known_assets = frozenset(o.asset for task in self.tasks for o in task.outputs)
+        self.graph = asset_graph(self.tasks)
         self.inbox: queue.Queue = queue.Queue()
         self.in_flight: dict[str, Any] = {}  # media ID -> its message
         self.waiting: dict[str, collections.deque] = collections.defaultdict(collections.deque)
@@ -203,6 +205,14 @@ class MediaStream:
         if isinstance(event, BadEvent):
             self._dead_letter(message, event.reason)
             return
+        announced = message.pulled.attributes.get(ASSET_ATTRIBUTE)
+        if announced and not event.recipients and announced not in self.graph:
+            # another code location's output: what reads it here, as a bottom-up event for them
+            readers = downstream_of(self.graph, announced)
+            if not readers:
+                message.ack()
+                return
+            event = dataclasses.replace(event, recipients=tuple(sorted(readers)))
         if event.ping:
             self._ping(message, event)
             return
@@ -245,7 +255,7 @@ class MediaStream:
                     self.context.log_event(dagster_event)
             if media.event_output and result.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED):
                 publish_event_output(self.context, media, media.outputs, [event.media_id],
-                                     {event.media_id: str(result.status)})
+                                     {event.media_id: str(result.status)}, force=event.force)
             if result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
                 lacking += [o.asset for o in media.outputs]
         log_problems(self.context, results)

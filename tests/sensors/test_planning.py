@@ -14,9 +14,25 @@ def received(*events: MediaEvent) -> list[Received]:
 
 
 def test_selection_top_down_and_bottom_up():
-    assert selection_for(MediaEvent("t"), UPSTREAM) == ALL
-    assert selection_for(MediaEvent("t", recipients=("mfcc",)), UPSTREAM) == ("mel_spectrogram", "mfcc", "waveform")
-    assert selection_for(MediaEvent("t", recipients=("spectrogram", "waveform")), UPSTREAM) == ("spectrogram", "waveform")
+    [top_down, bottom_up, both] = received(MediaEvent("t"), MediaEvent("t", recipients=("mfcc",)),
+                                           MediaEvent("t", recipients=("spectrogram", "waveform")))
+    assert selection_for(top_down, UPSTREAM) == ALL
+    assert selection_for(bottom_up, UPSTREAM) == ("mel_spectrogram", "mfcc", "waveform")
+    assert selection_for(both, UPSTREAM) == ("spectrogram", "waveform")
+
+
+# A second team's assets on top of the first team's waveform and note_events
+TEAM_B = {"tempo": ("waveform",), "loudness": ("waveform",), "tempo_curve": ("tempo",),
+          "notes_summary": ("note_events", "tempo")}
+
+
+def test_an_announced_output_of_another_location_selects_what_reads_it():
+    assert selection_for(Received("m", MediaEvent("t"), announced="waveform"), TEAM_B) == (
+        "loudness", "notes_summary", "tempo", "tempo_curve")
+    assert selection_for(Received("m", MediaEvent("t"), announced="note_events"), TEAM_B) == ("notes_summary",)
+    assert selection_for(Received("m", MediaEvent("t"), announced="mfcc"), TEAM_B) == ()
+    new_ids, plans = plan_runs([Received("m", MediaEvent("t"), announced="mfcc")], [], TEAM_B, max_ids_per_run=2)
+    assert (new_ids, plans) == ([], [])  # nothing here reads it: no partition, no run
 
 
 def test_new_ids_arriving_together_become_as_few_runs_as_the_cap_allows():

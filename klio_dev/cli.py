@@ -107,6 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         return _run_with_pubsub(settings, env, home, root, argv, f"http://{host}:{port}")
 
 
+def other_locations_pubsub(root: str) -> list:
+    """The Pub/Sub resource of every code location of ``workspace.yaml`` but this project's own
+    (their subscriptions to its event output must exist before it publishes)."""
+    import importlib
+
+    import yaml
+
+    with open(os.path.join(root, "workspace.yaml")) as f:
+        entries = yaml.safe_load(f)["load_from"]
+    modules = [e["python_module"]["module_name"] for e in entries if "python_module" in e]
+    return [importlib.import_module(m).defs.resources["pubsub"] for m in modules if m != "klio_assets.definitions"]
+
+
 def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str], webserver_url: str) -> int:
     from klio_core.stack_file import DEV_PROJECT, Stack, remove_stack, write_stack
     from klio_dev.pubsub_emulator import PubSubEmulator
@@ -124,6 +137,8 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str],
         if emulator is not None:
             pubsub = settings.pubsub(ack_deadline_s=DEV_ACK_DEADLINE_S)
             pubsub.ensure_exists()
+            for other in other_locations_pubsub(root):  # before anything is published to their inputs
+                other.model_copy(update={"ack_deadline_seconds": DEV_ACK_DEADLINE_S}).ensure_exists()
             restored = restore_messages(pubsub, carry_over)
             if restored:
                 print(f"Pub/Sub: {restored} message(s) carried over from the last emulator")

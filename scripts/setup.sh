@@ -16,7 +16,7 @@ UV_VERSION=0.13.8
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 
 stamp="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/requirements.lock" "$ROOT/model-requirements.txt" \
-  "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)"
+  "$ROOT"/teams/*/pyproject.toml "$ROOT/scripts/setup.sh" | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
   echo "setup: installing the locked dependency set into $VENV"
   # uv installs the locked set in seconds where pip takes minutes (README, "Two commands").
@@ -27,6 +27,8 @@ if [ ! -e "$stamp" ]; then
   # ../shared/FACTS.md). Each call compiles the whole site-packages, skipping what is current.
   uv=("$VENV/bin/uv" pip install --quiet --compile-bytecode --python "$VENV/bin/python")
   "${uv[@]}" -c "$ROOT/requirements.lock" -e "$ROOT[test]"
+  # Other teams' code locations (workspace.yaml loads them beside this one), each its own package
+  for team in "$ROOT"/teams/*/; do "${uv[@]}" --no-deps -e "$team"; done
   "${uv[@]}" --no-deps -r "$ROOT/model-requirements.txt"
   # The first librosa call in a fresh environment compiles numba kernels into their on-disk
   # cache; pay it once here rather than inside a timed run or a test.

@@ -95,7 +95,7 @@ def private_imports(path: str) -> list[str]:
 
 def python_files() -> list[str]:
     return sorted(os.path.relpath(os.path.join(folder, name), ROOT)
-                  for top in [*RANK, "tests", "bench", "scripts"]
+                  for top in [*RANK, "teams", "tests", "bench", "scripts"]
                   for folder, _, names in os.walk(os.path.join(ROOT, top)) for name in names
                   if name.endswith(".py"))
 

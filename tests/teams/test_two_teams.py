@@ -1,0 +1,164 @@
+"""Two teams: the music tags team's code location (``teams/music_tags``) on top of the media
+team's outputs. One workspace, one asset graph across both; chained by the media team's event
+output on the real Pub/Sub emulator; one location failing to load leaves the other working."""
+
+import ast
+import os
+import uuid
+
+import dagster as dg
+import pytest
+from dagster_graphql.test.utils import define_out_of_process_workspace, execute_dagster_graphql
+
+import klio_assets
+from klio_assets import code_location
+from klio_assets.builtin.audio import waveform
+from klio_assets.settings import Settings
+from klio_core.media_store import LocalMediaStore
+from klio_core.records import OutputRecord
+from klio_core.wire import MediaEvent, encode_event
+from resources.dagster_tags import INPUT_DATA_VERSION_TAG_PREFIX, RANGE_END_TAG, RANGE_START_TAG
+from tests.conftest import materialize_ids
+
+pytestmark = pytest.mark.slow  # the Pub/Sub emulator, code servers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TEAM = os.path.join(ROOT, "teams", "music_tags", "music_tags")
+READ_WAVEFORM = ["loudness", "musical_key", "tempo"]
+ASSET_NODES = """{ assetNodes { assetKey { path } dependencyKeys { path } isMaterializable
+  repository { location { name } } } }"""
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name
+  locationOrLoadError { __typename ... on PythonError { message causes { message } } } } } } }"""
+
+
+def test_the_team_imports_only_the_public_api_and_nothing_of_the_media_team():
+    for name in os.listdir(TEAM):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(TEAM, name)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in (
+                    "klio_assets", "klio_core", "pipelines", "resources", "sensors", "jobs"):
+                assert node.module == "klio_assets", (name, node.module)  # the public API only
+                assert {a.name for a in node.names} <= set(klio_assets.__all__), (name, [a.name for a in node.names])
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("klio_assets.") for a in node.names), name
+
+
+def test_one_workspace_shows_one_graph_across_the_two_locations():
+    with dg.instance_for_test() as instance, \
+            define_out_of_process_workspace(os.path.join(ROOT, "workspace.yaml"), None, instance) as workspace:
+        nodes = execute_dagster_graphql(workspace.create_request_context(), ASSET_NODES).data["assetNodes"]
+    by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes if n["isMaterializable"]}
+    assert by_key["tempo"]["repository"]["location"]["name"] == "music_tags"
+    assert by_key["waveform"]["repository"]["location"]["name"] == "klio_assets"
+    assert {"/".join(d["path"]) for d in by_key["notes_summary"]["dependencyKeys"]} == {"note_events", "tempo"}
+    assert {"/".join(d["path"]) for d in by_key["tempo"]["dependencyKeys"]} == {"waveform"}
+
+
+def test_a_team_whose_location_fails_to_load_leaves_the_other_working(tmp_path):
+    broken = tmp_path / "broken_tags.py"
+    broken.write_text("from klio_assets import code_location, media_asset\n\n\n@media_asset\n"
+                      "def tempo(waveformm: bytes) -> bytes:  # a typo: no asset is named so\n    return waveformm\n\n\n"
+                      "defs = code_location([tempo], name='music_tags', events_from='klio_assets',\n"
+                      "                     from_other_locations=['waveform'])\n")
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text("load_from:\n  - python_module:\n      module_name: klio_assets.definitions\n"
+                         "      location_name: klio_assets\n"
+                         f"  - python_file:\n      relative_path: {broken}\n      location_name: music_tags\n")
+    with dg.instance_for_test() as instance, define_out_of_process_workspace(str(workspace), None, instance) as ws:
+        context = ws.create_request_context()
+        entries = {e["name"]: e["locationOrLoadError"]
+                   for e in execute_dagster_graphql(context, LOCATIONS).data["workspaceOrError"]["locationEntries"]}
+        nodes = execute_dagster_graphql(context, ASSET_NODES).data["assetNodes"]
+    assert entries["klio_assets"]["__typename"] == "RepositoryLocation"
+    error = entries["music_tags"]
+    assert error["__typename"] == "PythonError"
+    assert "'waveformm'" in " ".join([error["message"], *(c["message"] for c in error["causes"])])
+    assert "waveform" in {"/".join(n["assetKey"]["path"]) for n in nodes}
+
+
+@pytest.fixture
+def settings(emulator, monkeypatch, store_root) -> Settings:
+    """Both teams' settings, as both code locations read them from one environment."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.host)
+    run = uuid.uuid4().hex[:8]  # topics of their own: the emulator lives for the session
+    return Settings(data_root=store_root, pubsub_emulator_host=emulator.host, pubsub_topic=f"media-{run}",
+                    pubsub_subscription=f"media-{run}-sub", pubsub_output_topic=f"media-{run}-outputs",
+                    pubsub_dead_letter_topic=f"media-{run}-dead")
+
+
+def team_b(settings: Settings) -> dg.Definitions:
+    from music_tags.assets import TAGS_ASSETS
+
+    tags = [a for a in TAGS_ASSETS if a.name in READ_WAVEFORM]  # notes_summary needs the transcription model
+    return code_location(tags, name="music_tags", events_from="klio_assets", from_other_locations=["waveform"],
+                         settings=settings)
+
+
+def tick(defs: dg.Definitions, instance, cursor=None) -> dg.SensorResult:
+    [sensor] = defs.sensors
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"pubsub": defs.resources["pubsub"]}))
+
+
+def run(defs: dg.Definitions, request: dg.RunRequest, instance) -> dg.ExecuteInProcessResult:
+    [assets] = defs.assets
+    return dg.materialize([assets], selection=request.asset_selection, tags=request.tags, instance=instance,
+                          resources=defs.resources)
+
+
+def test_the_media_teams_event_output_runs_the_tags_that_read_it(settings, instance, catalogue_ids, store_root):
+    media_id = catalogue_ids[0]
+    team_a = code_location([waveform], announces=["waveform"], settings=settings)
+    tags = team_b(settings)
+    tags.resources["pubsub"].ensure_exists()  # its subscription to the media team's event output
+    [a_assets] = team_a.assets
+    assert materialize_ids([a_assets], [media_id], instance, team_a.resources).success
+
+    result = tick(tags, instance)
+    [request] = result.run_requests
+    assert sorted(k.to_user_string() for k in request.asset_selection) == READ_WAVEFORM
+    assert (request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]) == (media_id, media_id)
+    assert run(tags, request, instance).success
+    store = LocalMediaStore(store_root)
+    read = OutputRecord.from_json(store.read_bytes(store.record_uri("waveform", media_id)))
+    for asset in READ_WAVEFORM:
+        record = OutputRecord.from_json(store.read_bytes(store.record_uri(asset, media_id)))
+        assert record.inputs == {"waveform": read.version}, asset  # the version of the media team's output it read
+    [tempo] = instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("tempo"), asset_partitions=[media_id]), limit=1).records
+    assert tempo.asset_materialization.tags[INPUT_DATA_VERSION_TAG_PREFIX + "waveform"] == read.version
+
+    # force passes on: the media team's forced run announces a forced event, and the tags recompute
+    assert materialize_ids([a_assets], [media_id], instance, team_a.resources, tags={"klio/force": "true"}).success
+    [forced] = tick(tags, instance, result.cursor).run_requests
+    assert forced.tags.get("klio/force") == "true"
+    before = os.stat(store.record_uri("tempo", media_id)).st_mtime_ns
+    assert run(tags, forced, instance).success
+    assert os.stat(store.record_uri("tempo", media_id)).st_mtime_ns != before
+
+
+def test_in_the_tags_teams_own_stream_too(settings, instance, catalogue_ids, store_root):
+    media_id = catalogue_ids[1]
+    streaming = settings.model_copy(update={"streaming": True})
+    team_a = code_location([waveform], announces=["waveform"], settings=streaming)
+    tags = team_b(streaming)
+    pubsub = tags.resources["pubsub"]
+    pubsub.ensure_exists()
+    [a_assets] = team_a.assets
+    assert materialize_ids([a_assets], [media_id], instance, team_a.resources).success
+    # an announcement of an output that none of the tags reads is taken and dropped, not run
+    pubsub.publish(pubsub.topic, [(encode_event(MediaEvent(catalogue_ids[2])), {"asset": "mfcc"})])
+
+    stream_job = tags.resolve_job_def("music_tags_media_stream_job")
+    result = stream_job.execute_in_process(instance=instance, resources=tags.resources, run_config={
+        "ops": {"media_stream": {"config": {"stop_after_idle_s": 3.0}}}})
+    assert result.success
+    for asset in READ_WAVEFORM:
+        [record] = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[media_id]), limit=1).records
+        assert record.run_id == result.run_id, asset  # made in the tags team's own stream run
+        assert not instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[catalogue_ids[2]]), limit=1).records
+    assert not pubsub.pull(10, wait_s=1.0)  # both messages acknowledged

@@ -61,7 +61,7 @@ from klio_core.stack_file import DEV_PROJECT  # noqa: E402
 from klio_core.wire import MediaEvent, encode_event  # noqa: E402
 from klio_dev import bytecode  # noqa: E402
 from klio_dev.local_workers import SINGLE_THREADED  # noqa: E402
-from klio_dev.stack import processes, start_dev_stack  # noqa: E402
+from klio_dev.stack import MEDIA_TEAM_ONLY, processes, start_dev_stack  # noqa: E402
 from resources.pubsub import PubSubResource  # noqa: E402
 
 CORES = os.cpu_count() or 1
@@ -326,7 +326,8 @@ def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list
     CPU by role of the idle stack, the singles and each stream, and returns the rates held."""
     held = []
     os.makedirs(folder)
-    stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500, streaming=streaming)
+    # this project's location alone: L is its functions' limit, and no other team shares the cores
+    stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500, streaming=streaming, workspace=MEDIA_TEAM_ONLY)
     try:
         sources = os.path.join(stack.data_root, "sources")
         single_ids = records.write_noisy_catalogue(sources, "single", args.singles, 5.0)

@@ -104,23 +104,24 @@ def main(argv: list[str] | None = None) -> int:
         if address:
             env.update(KLIO_BEAM_RUNNER="DaskRunner", KLIO_DASK_CLIENT_ADDRESS=address)
             print(f"{settings.dev_workers} warm Beam worker(s) at {address} run the media work")
-        return _run_with_pubsub(settings, env, home, root, argv, f"http://{host}:{port}")
+        workspace = os.path.abspath(settings.workspace or os.path.join(root, "workspace.yaml"))
+        return _run_with_pubsub(settings, env, home, workspace, argv, f"http://{host}:{port}")
 
 
-def other_locations_pubsub(root: str) -> list:
-    """The Pub/Sub resource of every code location of ``workspace.yaml`` but this project's own
-    (their subscriptions to its event output must exist before it publishes)."""
+def other_locations_pubsub(workspace: str) -> list:
+    """The Pub/Sub resource of every code location of the ``workspace`` file but this project's
+    own (their subscriptions to its event output must exist before it publishes)."""
     import importlib
 
     import yaml
 
-    with open(os.path.join(root, "workspace.yaml")) as f:
+    with open(workspace) as f:
         entries = yaml.safe_load(f)["load_from"]
     modules = [e["python_module"]["module_name"] for e in entries if "python_module" in e]
     return [importlib.import_module(m).defs.resources["pubsub"] for m in modules if m != "klio_assets.definitions"]
 
 
-def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str], webserver_url: str) -> int:
+def _run_with_pubsub(settings, env: dict, home: str, workspace: str, argv: list[str], webserver_url: str) -> int:
     from klio_core.stack_file import DEV_PROJECT, Stack, remove_stack, write_stack
     from klio_dev.pubsub_emulator import PubSubEmulator
 
@@ -137,7 +138,7 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str],
         if emulator is not None:
             pubsub = settings.pubsub(ack_deadline_s=DEV_ACK_DEADLINE_S)
             pubsub.ensure_exists()
-            for other in other_locations_pubsub(root):  # before anything is published to their inputs
+            for other in other_locations_pubsub(workspace):  # before anything is published to their inputs
                 other.model_copy(update={"ack_deadline_seconds": DEV_ACK_DEADLINE_S}).ensure_exists()
             restored = restore_messages(pubsub, carry_over)
             if restored:
@@ -154,7 +155,7 @@ def _run_with_pubsub(settings, env: dict, home: str, root: str, argv: list[str],
         # handled signal is reset at exec (only an ignored one would be inherited).
         dagster = subprocess.Popen(
             [os.path.join(os.path.dirname(sys.executable), "dagster"), "dev",
-             "-w", os.path.join(root, "workspace.yaml"), *argv], cwd=home,
+             "-w", workspace, *argv], cwd=home,
             env={**env, "PYTHONWARNINGS": ",".join(filter(None, [env.get("PYTHONWARNINGS"), SUPERSEDED_DEV]))})
         try:
             return dagster.wait()

@@ -130,8 +130,8 @@ class DevStack:
 
     def wait_until_loaded(self, timeout_s: float = 600) -> None:
         try:
-            wait_until(lambda: self.server.query(LOCATION_STATUS)["locationStatusesOrError"]["entries"][0]
-                       ["loadStatus"] == "LOADED", timeout_s, "the code location to load", self.log_path)
+            wait_until(lambda: all(e["loadStatus"] == "LOADED" for e in self.server.query(LOCATION_STATUS)[
+                "locationStatusesOrError"]["entries"]), timeout_s, "the code locations to load", self.log_path)
         except BaseException:
             self.stop()
             raise
@@ -141,19 +141,31 @@ class DevStack:
             return s.connect_ex(("127.0.0.1", self.emulator_port)) != 0
 
 
+MEDIA_TEAM_ONLY = "load_from:\n  - python_module:\n      module_name: klio_assets.definitions\n" \
+                  "      location_name: klio_assets\n"
+"""A workspace of this project's code location alone (``KLIO_WORKSPACE``), for measuring it
+without another team's work on the same cores."""
+
+
 def start_dev_stack(folder: str, demo_count: int, max_ids_per_run: int, wait: bool = True,
-                    streaming: bool = False, sigint: Any = signal.SIG_DFL) -> DevStack:
+                    streaming: bool = False, sigint: Any = signal.SIG_DFL, workspace: str | None = None) -> DevStack:
     """``scripts/dev.sh`` on free ports with its state in ``folder`` (start it again on the same
     folder to restart it). ``wait``: until the code location has loaded (else call
     ``wait_until_loaded``). ``streaming``: new content goes through the media stream, as
     ``scripts/dev.sh`` does by default; else through a batch run per sensor tick. ``sigint``: the
-    SIGINT disposition it starts with (``signal.SIG_IGN``: as a shell starts a background job)."""
+    SIGINT disposition it starts with (``signal.SIG_IGN``: as a shell starts a background job).
+    ``workspace``: the text of a workspace file to load instead of the repository's."""
     port, emulator_port = free_port(), free_port()
     data_root, log_path = os.path.join(folder, "data"), os.path.join(folder, "dev.log")
     env = {**os.environ, "DAGSTER_HOME": os.path.join(folder, "home"), "KLIO_DATA_ROOT": data_root,
            "KLIO_DEMO_COUNT": str(demo_count), "KLIO_MAX_IDS_PER_RUN": str(max_ids_per_run),
            "KLIO_PUBSUB_EMULATOR_PORT": str(emulator_port), "KLIO_MEDIA_PORT": str(free_port()),
            "KLIO_STREAMING": str(streaming).lower()}
+    if workspace is not None:
+        os.makedirs(folder, exist_ok=True)
+        env["KLIO_WORKSPACE"] = os.path.join(folder, "workspace.yaml")
+        with open(env["KLIO_WORKSPACE"], "w") as f:
+            f.write(workspace)
     for name in ("KLIO_PUBSUB_PROJECT", "PUBSUB_EMULATOR_HOST", "KLIO_MEDIA_URL"):
         env.pop(name, None)
     with open(log_path, "a") as log:

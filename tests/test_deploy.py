@@ -51,8 +51,9 @@ def copied_paths() -> set[str]:
     return {src.rstrip("/") for line in re.findall(r"^COPY (.+) \S+$", body, re.M) for src in line.split()}
 
 
-def test_dockerfile_passes_hadolint():
-    result = subprocess.run([VENV_BIN / "hadolint", "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "teams/music_tags/Dockerfile"])
+def test_dockerfile_passes_hadolint(dockerfile):
+    result = subprocess.run([VENV_BIN / "hadolint", dockerfile], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -103,10 +104,18 @@ def test_deploy_yaml_passes_yamllint():
 
 
 def test_helm_values_point_at_the_code_location_and_reference_secrets_by_name():
-    [deployment] = VALUES["dagster-user-deployments"]["deployments"]
+    [deployment, team] = VALUES["dagster-user-deployments"]["deployments"]
     args = deployment["dagsterApiGrpcArgs"]
     assert args[args.index("--module-name") + 1] == PYPROJECT["tool"]["dagster"]["module_name"]
     assert f"EXPOSE {deployment['port']}" in DOCKERFILE
+    # the second team's deployment: its own image, port and module, the same settings and secrets
+    team_dockerfile = (ROOT / "teams/music_tags/Dockerfile").read_text()
+    team_args = team["dagsterApiGrpcArgs"]
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
+    assert team_args[team_args.index("--module-name") + 1] == workspace[1]["python_module"]["module_name"]
+    assert f"EXPOSE {team['port']}" in team_dockerfile and team["port"] != deployment["port"]
+    assert team["image"]["repository"] != deployment["image"]["repository"]
+    assert (team["envConfigMaps"], team["envSecrets"]) == (deployment["envConfigMaps"], deployment["envSecrets"])
     config_map = ENV_CONFIG_MAP["metadata"]["name"]
     launcher = VALUES["runLauncher"]["config"]["k8sRunLauncher"]
     for env_from in (deployment, launcher, VALUES["dagsterDaemon"], VALUES["dagsterWebserver"]):

@@ -24,6 +24,7 @@ import requests  # noqa: E402
 
 from klio_dev import bytecode  # noqa: E402
 from klio_dev.pubsub_emulator import free_port  # noqa: E402
+from klio_dev.stack import stop_server  # noqa: E402
 from resources.dagster_webserver import DagsterWebserver  # noqa: E402
 
 PAGE = 1000
@@ -88,8 +89,7 @@ def main() -> int:
                     cursor, more = log["cursor"], log["hasMore"]
                 times.append(time.perf_counter() - t0)
         finally:
-            server.terminate()
-            server.wait(60)
+            stop_server(server)
     print(f"one run of {args.n} IDs through 12 assets: {run_s:.1f} s in-process\n")
     print("| measure | value | target |\n| --- | --- | --- |")
     print(f"| run page: `logsForRun`, whole log of a {args.n}-ID run ({events} events), median of 3 | "

@@ -141,6 +141,17 @@ class DevStack:
             return s.connect_ex(("127.0.0.1", self.emulator_port)) != 0
 
 
+def stop_server(process: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``: a Dagster server maps SIGTERM to its SIGINT
+    handling, so where SIGINT is ignored (started from a background job) SIGTERM is too."""
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)
+
+
 MEDIA_TEAM_ONLY = "load_from:\n  - python_module:\n      module_name: klio_assets.definitions\n" \
                   "      location_name: klio_assets\n"
 """A workspace of this project's code location alone (``KLIO_WORKSPACE``), for measuring it

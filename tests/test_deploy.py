@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from klio_dev.pubsub_emulator import free_port
+from klio_dev.stack import stop_server
 from resources.dagster_tags import PARTITION_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -253,8 +254,7 @@ def code_server(tmp_path):
     try:
         yield port
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop_server(server)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 import itertools
 import os
 import shutil
+import signal
 
 import dagster as dg
 import pytest
@@ -12,6 +13,15 @@ from resources.beam import BeamRunner
 from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 from resources.pubsub import PubSubResource
 from resources.storage import LocalMediaStorage
+
+# A suite started as a background job (`scripts/test.sh &`, nohup, some CI runners) inherits
+# SIGINT ignored, and an in-process Dagster run maps SIGTERM to SIGINT's handling: every server
+# and helper process the tests start would then ignore both, and outlive its stop. Restored here,
+# for this process and, through exec, its children.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 CLIP_SECONDS = 1.5
 GCS_BUCKET = "klio-media"

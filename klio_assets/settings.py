@@ -90,6 +90,7 @@ class Settings(BaseModel):
     pubsub_retry_subscription: str = _PUBSUB_DEFAULTS["retry_subscription"].default
     stream_rotate_after_s: float = Field(default=3600.0, ge=0)
     workspace: str | None = None
+    pubsub_upstream_topic: str | None = None  # set by for_location, not by a variable
     beam_runner: BeamRunner = Field(default_factory=BeamRunner)
 
     @classmethod
@@ -104,11 +105,12 @@ class Settings(BaseModel):
                                  f"(got {err.get('input')!r})" for err in e.errors())
             raise ValueError(f"bad setting: {problems}") from None
 
-    def for_location(self, name: str, input_topic: str) -> "Settings":
+    def for_location(self, name: str, input_topic: str, upstream_topic: str | None = None) -> "Settings":
         """These settings for another team's code location ``name`` (``klio_assets.code_location``):
-        its events come from ``input_topic``; its subscription to it, its event output, dead
-        letters and retries are its own, named after it."""
+        its events come from ``input_topic``, it asks for missing inputs on ``upstream_topic``;
+        its subscription, event output, dead letters and retries are its own, named after it."""
         return self.model_copy(update={
+            "pubsub_upstream_topic": upstream_topic,
             "pubsub_topic": input_topic, "pubsub_subscription": f"{input_topic}-{name}",
             "pubsub_output_topic": f"{name}-outputs", "pubsub_dead_letter_topic": f"{name}-dead-letter",
             "pubsub_retry_topic": f"{name}-retry", "pubsub_retry_subscription": f"{name}-retry-dagster"})
@@ -132,5 +134,5 @@ class Settings(BaseModel):
             subscription=self.pubsub_subscription, dead_letter_topic=self.pubsub_dead_letter_topic,
             output_topic=self.pubsub_output_topic,
             retry_topic=self.pubsub_retry_topic if self.streaming else None,
-            retry_subscription=self.pubsub_retry_subscription,
+            retry_subscription=self.pubsub_retry_subscription, upstream_topic=self.pubsub_upstream_topic,
             ack_deadline_seconds=ack_deadline_s or self.pubsub_ack_deadline_s)

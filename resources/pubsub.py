@@ -21,6 +21,11 @@ ORIGIN_KEY_ATTRIBUTE = "klio_origin_key"
 ASSET_ATTRIBUTE = "asset"
 """The attribute of an event output message naming the output it announces (and so, to a code
 location downstream, which of its assets to run)."""
+STATUS_ATTRIBUTE = "status"
+"""Its state: ``materialized``, ``skipped`` (fresh), ``ping``; or ``failed`` / ``dropped``, with
+the reason in ``REASON_ATTRIBUTE``, so that a location waiting for it can record why."""
+REASON_ATTRIBUTE = "reason"
+NOT_MADE = ("failed", "dropped")
 
 
 def dead_letter(message, reason: str, subscription: str) -> tuple[bytes, dict[str, str]]:
@@ -62,6 +67,9 @@ class PubSubResource(dg.ConfigurableResource):
         "the sensor runs as batch runs from `retry_subscription`; none if unset."))
     retry_subscription: str = Field(default="klio-media-events-retry-dagster",
                                     description="The sensor's subscription on `retry_topic`.")
+    upstream_topic: str | None = Field(default=None, description=(
+        "Where this code location asks the location upstream of it for an output it lacks (a bottom-up "
+        "event, as Klio's KlioTriggerUpstream): that location's input topic; none if unset."))
     ack_deadline_seconds: int = Field(
         default=60, ge=10, le=600,
         description="Ack deadline of the subscription when `ensure_exists` creates it.")

@@ -42,7 +42,7 @@ from google.api_core.exceptions import GoogleAPICallError
 from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.wire import BadEvent, parse_event
 from resources.dagster_tags import SENSOR_NAME_TAG
-from resources.pubsub import ASSET_ATTRIBUTE, PubSubResource, dead_letter, message_key
+from resources.pubsub import ASSET_ATTRIBUTE, NOT_MADE, STATUS_ATTRIBUTE, PubSubResource, dead_letter, message_key
 from sensors.planning import Received, plan_runs
 
 REDELIVERY_GRACE_S = 120  # how long a key stays remembered after its ack was confirmed in time
@@ -163,6 +163,8 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
             context.log.warning(f"bad event (message {message.message.message_id}): {event.reason}")
             bad.append((message, key, event.reason))
             ack_now.append((message.ack_id, key))
+        elif message.message.attributes.get(STATUS_ATTRIBUTE) in NOT_MADE:
+            ack_now.append((message.ack_id, key))  # an upstream output that was not made: nothing to run
         else:
             received.append(Received(key, event, message.message.attributes.get(ASSET_ATTRIBUTE)))
             pending_acks.append(message.ack_id)

@@ -56,8 +56,11 @@ def code_location(
     """
     settings = settings or Settings.from_env()
     if name != MAIN_LOCATION:
+        # it asks this project's location for missing inputs on its input topic (bottom-up across
+        # the boundary); a location downstream of another team's has no such topic yet
         settings = settings.for_location(name, event_output_of(events_from, settings) if events_from
-                                         else settings.pubsub_topic)
+                                         else settings.pubsub_topic,
+                                         upstream_topic=settings.pubsub_topic if events_from == MAIN_LOCATION else None)
     elif events_from:
         settings = settings.model_copy(update={"pubsub_topic": event_output_of(events_from, settings)})
     media_assets = _announcing(media_assets, announces if settings.pubsub_configured else ())

@@ -148,8 +148,9 @@ def media_asset(
         timeout_s: fail an attempt that takes longer than this (Klio's ``@timeout``).
         retries: attempts after the first that fail with one of ``retry_on`` or time out
             (Klio's ``@retry``); waits ``retry_backoff_s * 2 ** (n - 1)`` before retry n.
-        event_output: ``"klio"`` or ``"json"``: publish one message per materialized (or fresh)
-            ID to the ``pubsub`` resource's ``output_topic`` (Klio's event output).
+        event_output: ``"klio"`` or ``"json"``: publish one message per ID to the ``pubsub``
+            resource's ``output_topic`` (Klio's event output), with its ``status``:
+            ``materialized``, ``skipped`` (fresh), or ``failed`` / ``dropped`` and the ``reason``.
         setup: parameter name -> a function of no arguments that builds something expensive (a
             model, a table, a client). It runs once per worker process, the first time the
             function is actually called there, and its value is passed to every call

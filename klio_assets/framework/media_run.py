@@ -45,7 +45,7 @@ from resources.dagster_tags import (
     INPUT_EVENT_POINTER_TAG_PREFIX,
     NULL_EVENT_POINTER,
 )
-from resources.pubsub import ASSET_ATTRIBUTE
+from resources.pubsub import ASSET_ATTRIBUTE, REASON_ATTRIBUTE, STATUS_ATTRIBUTE
 
 MAX_LISTED_PROBLEMS = 200
 MAX_LISTED_SKIPPED = 100
@@ -84,9 +84,8 @@ def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
             for output in outputs:
                 yield from report_output(context, provenance[task_name], pointers, output, results, tally)
             if media.event_output:
-                ready = [m for m, r in results.items() if r.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED)]
-                publish_event_output(context, media, outputs, ready, {m: str(results[m].status) for m in ready},
-                                     force=force)
+                publish_event_output(context, media, outputs, list(results), {m: str(r.status) for m, r in results.items()},
+                                     force=force, reasons={m: r.reason for m, r in results.items() if r.reason})
         log_problems(context, batch)
         finished.update(r.media_id for r in batch)
         context.log.info(f"{len(finished)} / {len(ids)} media IDs done; per asset: {tally.progress()}")
@@ -341,19 +340,23 @@ def _unreported(instance: dg.DagsterInstance, asset: str, versions: Mapping[str,
 
 
 def publish_event_output(context, media, outputs: Sequence[ItemOutput], ids: Sequence[str],
-                          status: Mapping[str, str] | str, force: bool = False) -> None:
+                          status: Mapping[str, str] | str, force: bool = False,
+                          reasons: Mapping[str, str] | None = None) -> None:
     """One message per output asset and media ID in ``ids``, with its ``status`` (per ID, or
     ``"ping"``: then the message is a ping too, as Klio passes pings downstream) and the output
     it announces (attribute ``asset``); a forced event's outputs announce a forced event, so
-    that the jobs downstream recompute too (Klio passes ``force`` on)."""
+    that the jobs downstream recompute too (Klio passes ``force`` on). A ``failed`` or
+    ``dropped`` status carries its reason (attribute ``reason``): a location downstream runs
+    nothing for it, and one that asked for the output records why it is not coming."""
     pubsub = context.resources.pubsub
     if not pubsub.output_topic:
         raise dg.Failure(f"media asset '{media.name}' has event_output={media.event_output!r}, but the "
                          "pubsub resource has no output_topic (set KLIO_PUBSUB_OUTPUT_TOPIC)")
     ping = isinstance(status, str)
     messages = [(encode_event(MediaEvent(media_id, force=force, ping=ping), media.event_output),
-                 {ASSET_ATTRIBUTE: output.asset, "status": status if isinstance(status, str) else status[media_id],
-                  "run_id": context.run_id})
+                 {ASSET_ATTRIBUTE: output.asset, STATUS_ATTRIBUTE: status if isinstance(status, str) else status[media_id],
+                  "run_id": context.run_id,
+                  **({REASON_ATTRIBUTE: reasons[media_id][:1024]} if reasons and media_id in reasons else {})})
                 for output in outputs for media_id in ids]
     if messages:
         pubsub.publish(pubsub.output_topic, messages)

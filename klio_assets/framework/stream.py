@@ -67,7 +67,7 @@ from pipelines.graph import asset_graph, downstream_of, tasks_for_event
 from pipelines.streaming import decode_result
 from pipelines.transforms import ProcessEventFn
 from resources.dagster_tags import MAX_RETRIES_TAG
-from resources.pubsub import ASSET_ATTRIBUTE, dead_letter
+from resources.pubsub import ASSET_ATTRIBUTE, NOT_MADE, REASON_ATTRIBUTE, STATUS_ATTRIBUTE, dead_letter
 
 STREAM_JOB = "media_stream_job"
 STREAM_TAG = "klio/stream"
@@ -123,6 +123,7 @@ class MediaStream:
         self.inbox: queue.Queue = queue.Queue()
         self.in_flight: dict[str, Any] = {}  # media ID -> its message
         self.waiting: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+        self.asked: dict[str, tuple[Any, MediaEvent, set[str]]] = {}  # media ID -> held message, event, outputs asked for
         self.partitions: set[str] = set()
         self.tally = Tally()
         self.counts: collections.Counter = collections.Counter()
@@ -149,7 +150,8 @@ class MediaStream:
                 except queue.Empty:
                     kind, item = None, None
                     idle_s = time.monotonic() - last_busy
-                    if self.config.stop_after_idle_s and not self.in_flight and idle_s >= self.config.stop_after_idle_s:
+                    if self.config.stop_after_idle_s and not self.in_flight and not self.asked \
+                            and idle_s >= self.config.stop_after_idle_s:
                         self.context.log.info(f"nothing to do for {idle_s:.0f} s: the stream stops here")
                         break
                 else:
@@ -173,7 +175,8 @@ class MediaStream:
 
     def _drain(self) -> None:
         """Nack every message not acknowledged yet: Pub/Sub delivers them again at once."""
-        pending = list(self.in_flight.values()) + [m for waiting in self.waiting.values() for m, _ in waiting]
+        pending = list(self.in_flight.values()) + [m for waiting in self.waiting.values() for m, _ in waiting] \
+            + [held for held, _, _ in self.asked.values()]
         while True:
             try:
                 kind, item = self.inbox.get_nowait()
@@ -186,6 +189,7 @@ class MediaStream:
             self.context.log.info(f"drained: {len(pending)} message(s) not acknowledged go back to Pub/Sub")
         self.in_flight.clear()
         self.waiting.clear()
+        self.asked.clear()
 
     # --- one message ----------------------------------------------------------------------------
 
@@ -207,12 +211,18 @@ class MediaStream:
             return
         announced = message.pulled.attributes.get(ASSET_ATTRIBUTE)
         if announced and not event.recipients and announced not in self.graph:
-            # another code location's output: what reads it here, as a bottom-up event for them
+            # another code location's output: the answer to a request of this stream, or else
+            # what reads it here, as a bottom-up event for them (nothing, if it was not made)
+            if event.media_id in self.asked:
+                self._answered(message, event.media_id, announced, executor)
+                return
             readers = downstream_of(self.graph, announced)
-            if not readers:
+            if not readers or message.pulled.attributes.get(STATUS_ATTRIBUTE) in NOT_MADE:
                 message.ack()
                 return
             event = dataclasses.replace(event, recipients=tuple(sorted(readers)))
+        elif event.recipients and not event.ping and self.pubsub.upstream_topic and self._ask_upstream(message, event):
+            return
         if event.ping:
             self._ping(message, event)
             return
@@ -220,6 +230,45 @@ class MediaStream:
             self.waiting[event.media_id].append((message, event))
             return
         self._start(message, event, executor)
+
+    def _ask_upstream(self, message, event: MediaEvent) -> bool:
+        """For a bottom-up event whose inputs from another code location are missing: ask that
+        location for exactly those (a bottom-up event on its input topic, as Klio's
+        KlioTriggerUpstream) and hold the message, on no worker, until it announces them."""
+        tasks = tasks_for_event(self.tasks, event.recipients, event.force)
+        external = sorted({u for task in tasks for u in task.upstream if u not in self.graph})
+        missing = {u for u in external if not self.store.exists(self.store.record_uri(u, event.media_id))}
+        if not missing:
+            return False
+        self._ensure_partition(event.media_id)
+        self.pubsub.publish(self.pubsub.upstream_topic, [(encode_event(MediaEvent(
+            event.media_id, recipients=tuple(sorted(missing)))), {"requested_by": self.context.job_name})])
+        self.asked[event.media_id] = (message, event, missing)
+        self.context.log.info(f"[{event.media_id}] asked the code location upstream for {sorted(missing)} "
+                              f"on {self.pubsub.upstream_topic}, for {', '.join(event.recipients)}")
+        return True
+
+    def _answered(self, message, media_id: str, announced: str, executor) -> None:
+        """An announcement for a media ID this stream asked for: when every asked output is
+        there, the held event runs; if one was not made, its recipients are dropped with the
+        upstream's reason."""
+        held, event, missing = self.asked[media_id]
+        attributes = message.pulled.attributes
+        missing.discard(announced)
+        if attributes.get(STATUS_ATTRIBUTE) in NOT_MADE:
+            del self.asked[media_id]
+            reason = (f"input '{announced}' was {attributes[STATUS_ATTRIBUTE]} by its code location: "
+                      f"{attributes.get(REASON_ATTRIBUTE, 'no reason given')}")
+            dropped = [ItemResult(media_id, ItemStatus.DROPPED, reason, task=task.name)
+                       for task in tasks_for_event(self.tasks, event.recipients, event.force)]
+            self._report(held, dataclasses.replace(event, recipients=()), dropped)
+        elif not missing:
+            del self.asked[media_id]
+            if media_id in self.in_flight:
+                self.waiting[media_id].append((held, event))
+            else:
+                self._start(held, event, executor)
+        message.ack()
 
     def _start(self, message, event: MediaEvent, executor) -> None:
         self._ensure_partition(event.media_id)
@@ -253,9 +302,12 @@ class MediaStream:
                 for dagster_event in report_output(self.context, self.provenance[media.name], pointers, output,
                                                    {event.media_id: result}, self.tally):
                     self.context.log_event(dagster_event)
-            if media.event_output and result.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED):
+            # a failed or dropped ID is announced by its batch retry, if it has one (a second try)
+            if media.event_output and (result.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED)
+                                       or not self.retry_topic):
                 publish_event_output(self.context, media, media.outputs, [event.media_id],
-                                     {event.media_id: str(result.status)}, force=event.force)
+                                     {event.media_id: str(result.status)}, force=event.force,
+                                     reasons={event.media_id: result.reason} if result.reason else None)
             if result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
                 lacking += [o.asset for o in media.outputs]
         log_problems(self.context, results)

@@ -58,11 +58,15 @@ def test_one_message_per_ready_id_in_klio_and_json_formats(pubsub, instance, sto
     messages = pull_all(pubsub, f"{pubsub.output_topic}-sub")
     klio = sorted((parse_event(m.message.data, set()).media_id, m.message.attributes["status"])
                   for m in messages if m.message.attributes["asset"] == "peak")
-    assert klio == sorted([(catalogue_ids[0], "materialized"), (catalogue_ids[1], "materialized")])
+    assert klio == sorted([(catalogue_ids[0], "materialized"), (catalogue_ids[1], "materialized"),
+                           ("not-there", "dropped")])  # what was not made is announced, with its reason
+    [dropped] = [m for m in messages if m.message.attributes["asset"] == "peak"
+                 and m.message.attributes["status"] == "dropped"]
+    assert "source media not found" in dropped.message.attributes["reason"]
     as_json = sorted(json.loads(m.message.data)["element"] for m in messages if m.message.attributes["asset"] == "rms")
-    assert as_json == sorted(catalogue_ids[:2])
+    assert as_json == sorted([*catalogue_ids[:2], "not-there"])
     assert all(m.message.attributes["run_id"] == result.run_id for m in messages)
-    assert len(messages) == 4
+    assert len(messages) == 6
     first_peak = next(m for m in messages if m.message.attributes["asset"] == "peak")
     assert parse_event(first_peak.message.data, set()) == MediaEvent(parse_event(first_peak.message.data, set()).media_id)
 
@@ -71,7 +75,8 @@ def test_one_message_per_ready_id_in_klio_and_json_formats(pubsub, instance, sto
     assert again.success
     statuses = {(m.message.attributes["asset"], m.message.attributes["status"])
                 for m in pull_all(pubsub, f"{pubsub.output_topic}-sub")}
-    assert statuses == {("peak", "skipped"), ("rms", "skipped")}
+    # (the run's range still holds "not-there", between the two)
+    assert statuses == {("peak", "skipped"), ("rms", "skipped"), ("peak", "dropped"), ("rms", "dropped")}
 
 
 def test_a_ping_is_passed_on_as_a_ping_and_nothing_is_processed(pubsub, instance, store_root, catalogue_ids):

@@ -4,6 +4,8 @@ output on the real Pub/Sub emulator; one location failing to load leaves the oth
 
 import ast
 import os
+import threading
+import time
 import uuid
 
 import dagster as dg
@@ -16,9 +18,9 @@ from klio_assets.builtin.audio import waveform
 from klio_assets.settings import Settings
 from klio_core.media_store import LocalMediaStore
 from klio_core.records import OutputRecord
-from klio_core.wire import MediaEvent, encode_event
+from klio_core.wire import MediaEvent, encode_event, parse_event
 from resources.dagster_tags import INPUT_DATA_VERSION_TAG_PREFIX, RANGE_END_TAG, RANGE_START_TAG
-from tests.conftest import materialize_ids
+from tests.conftest import materialize_ids, observations
 
 pytestmark = pytest.mark.slow  # the Pub/Sub emulator, code servers
 
@@ -162,3 +164,48 @@ def test_in_the_tags_teams_own_stream_too(settings, instance, catalogue_ids, sto
         assert not instance.fetch_materializations(dg.AssetRecordsFilter(
             asset_key=dg.AssetKey(asset), asset_partitions=[catalogue_ids[2]]), limit=1).records
     assert not pubsub.pull(10, wait_s=1.0)  # both messages acknowledged
+
+
+def test_a_bottom_up_event_asks_the_media_team_for_what_is_missing_and_waits_for_it(
+        settings, instance, catalogue_ids):
+    streaming = settings.model_copy(update={"streaming": True})
+    team_a = code_location([waveform], announces=["waveform"], settings=streaming)
+    tags = team_b(streaming)
+    a_pubsub, b_pubsub = team_a.resources["pubsub"], tags.resources["pubsub"]
+    a_pubsub.ensure_exists()
+    b_pubsub.ensure_exists()
+    media_id, no_source = catalogue_ids[3], "no-such-source"
+    b_pubsub.publish(b_pubsub.topic, [(encode_event(MediaEvent(m, recipients=("tempo",))), {})
+                                      for m in (media_id, no_source)])
+    result: dict = {}
+    stream_job = tags.resolve_job_def("music_tags_media_stream_job")
+    runner = threading.Thread(target=lambda: result.setdefault("r", stream_job.execute_in_process(
+        instance=instance, resources=tags.resources,
+        run_config={"ops": {"media_stream": {"config": {"stop_after_idle_s": 3.0}}}})), daemon=True)
+    runner.start()
+
+    # the media team is asked for exactly what is missing, and nothing of the tags is made meanwhile
+    asked, deadline = [], time.monotonic() + 120
+    while len(asked) < 2 and time.monotonic() < deadline:
+        for m in a_pubsub.pull(10, wait_s=1.0):
+            asked.append(parse_event(m.message.data, {"waveform"}))
+            a_pubsub.acknowledge([m.ack_id], a_pubsub.subscription_path)
+    assert sorted((e.media_id, e.recipients) for e in asked) == [(media_id, ("waveform",)), (no_source, ("waveform",))]
+    assert runner.is_alive() and not materialized(instance, "tempo", media_id)
+    # the media team does it, as its sensor or stream would, and announces the outcome of each
+    assert materialize_ids([team_a.assets[0]], [media_id, no_source], instance, team_a.resources).success
+
+    runner.join(120)
+    assert not runner.is_alive() and result["r"].success
+    assert materialized(instance, "tempo", media_id)
+    assert not materialized(instance, "loudness", media_id) and not materialized(instance, "musical_key", media_id)
+    assert len(instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("waveform"), asset_partitions=[media_id]), limit=10).records) == 1  # made once
+    dropped = observations(instance, "tempo")[no_source]
+    assert dropped["status"] == "dropped"
+    assert "input 'waveform' was dropped by its code location: source media not found" in dropped["reason"]
+
+
+def materialized(instance, asset: str, media_id: str) -> bool:
+    return bool(instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(asset), asset_partitions=[media_id]), limit=1).records)

@@ -8,10 +8,12 @@ import signal
 import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
+from music_tags.assets import TAGS_ASSETS
 
 from klio_assets.definitions import MEDIA_GRAPH
 from klio_core.stack_file import STACK_FILE
 from klio_dev.stack import processes_in_session, start_dev_stack, wait_until
+from pipelines.graph import asset_graph
 from resources.dagster_tags import PARTITION_TAG, RANGE_START_TAG
 
 ASSETS = ["waveform", "spectrogram", "mel_spectrogram", "mfcc",
@@ -33,7 +35,8 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
     materialized = lambda: server.query(PARTITION_STATUS, {"key": {"path": ["mfcc_plot"]}})[  # noqa: E731
         "assetNodeOrError"]["partitionStats"]
     try:
-        assert sorted(k[0] for k in server.media_asset_keys()) == sorted(MEDIA_GRAPH)
+        # both code locations' media assets: this project's and the tags team's (workspace.yaml)
+        assert sorted(k[0] for k in server.media_asset_keys()) == sorted([*MEDIA_GRAPH, *asset_graph(TAGS_ASSETS)])
 
         # Materialize one media ID, as the UI's "Materialize" on one partition does.
         client = DagsterGraphQLClient("127.0.0.1", port_number=dev.port)
@@ -64,6 +67,12 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
         wait_until(lambda: outputs_exist(data_root, "track-x"), 300, "the sensor's run for track-x", dev.log_path)
         wait_until(lambda: materialized()["numMaterialized"] == 6, 120, "track-x to show as materialized",
                    dev.log_path)
+
+        # The second team's code location (teams/music_tags) made its tags from this location's
+        # announcements of waveform and note_events, in runs of its own sensor.
+        tags = lambda m: all(os.path.exists(os.path.join(data_root, a, m + ".csv"))  # noqa: E731
+                             for a in ("tempo", "musical_key", "loudness", "notes_summary"))
+        wait_until(lambda: tags("demo-000-tone") and tags("track-x"), 300, "the tags team's runs", dev.log_path)
 
         # A catalogue folder registered and backfilled in one command; its IDs keep their folders.
         nested = os.path.join(data_root, "sources", "label", "2024")

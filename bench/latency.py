@@ -71,11 +71,12 @@ DRAIN_S = 60
 class Stream:
     """Publishes events to the stack's emulator and reads back what Dagster recorded."""
 
-    def __init__(self, stack, instance: dg.DagsterInstance):
+    def __init__(self, stack, instance: dg.DagsterInstance, assets=MEDIA_GRAPH):
         os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{stack.emulator_port}"
         self.pubsub = PubSubResource(project=DEV_PROJECT)
         self.instance = instance
         self.store = LocalMediaStore(stack.data_root)
+        self.assets = list(assets)  # an ID is done when each of these is materialized
         self.published: dict[str, float] = {}
 
     def publish(self, media_ids: list[str]) -> None:
@@ -86,7 +87,7 @@ class Stream:
     def done(self, media_ids: list[str]) -> set[str]:
         """The IDs whose every media asset is materialized."""
         left = set(media_ids)
-        for asset in MEDIA_GRAPH:
+        for asset in self.assets:
             left &= set(self.instance.get_materialized_partitions(dg.AssetKey(asset)))
         return left
 
@@ -96,7 +97,7 @@ class Stream:
         itself) to shown (its materialization stored)."""
         last: dict[str, tuple[float, str]] = {}
         shown: dict[tuple[str, str], float] = {}
-        for asset in MEDIA_GRAPH:
+        for asset in self.assets:
             for start in range(0, len(media_ids), 500):
                 chunk = media_ids[start:start + 500]
                 cursor = None
@@ -126,7 +127,7 @@ class Stream:
                              "started": (run.start_time or stamp) - sent, "done": stamp - sent,
                              "durable_to_shown": max(
                                  shown[(a, media_id)] - os.stat(self.store.record_uri(a, media_id)).st_mtime
-                                 for a in MEDIA_GRAPH)}
+                                 for a in self.assets)}
         return out
 
 
@@ -257,10 +258,10 @@ def compute_bound_limit(root: str, ids: list[str]) -> float:
     return sum(n for _, _, n in spans) / (max(e for _, e, _ in spans) - min(s for s, _, _ in spans))
 
 
-def wait_for_stream(instance: dg.DagsterInstance, timeout_s: float = 300) -> None:
+def wait_for_stream(instance: dg.DagsterInstance, timeout_s: float = 300, job: str = STREAM_JOB) -> None:
     """Until the stack's media stream run has started (its keeper sensor starts it)."""
     deadline = time.monotonic() + timeout_s
-    while not instance.get_runs(dg.RunsFilter(job_name=STREAM_JOB, statuses=[dg.DagsterRunStatus.STARTED])):
+    while not instance.get_runs(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.STARTED])):
         if time.monotonic() > deadline:
             raise TimeoutError("the media stream did not start")
         time.sleep(1)
@@ -284,6 +285,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="length of each stream (default 5)")
     parser.add_argument("--idle-s", type=float, default=20.0, help="idle stack's CPU, measured first (default 20)")
     parser.add_argument("--limit-n", type=int, default=40, help="clips for the compute-bound limit (default 40)")
+    parser.add_argument("--teams", type=int, default=0,
+                        help="single events through both teams' streams (publish -> the tags team's outputs) "
+                             "on a stack of the repository's workspace (default 0: none)")
     parser.add_argument("--stacks", nargs="*", default=["batch:0", f"batch:{CORES}", f"stream:{CORES}"],
                         help="stacks to compare, each MODE:WORKERS: batch (a run per sensor tick) or stream "
                              f"(the media stream), KLIO_DEV_WORKERS warm workers (default batch:0 batch:{CORES} "
@@ -300,6 +304,9 @@ def main() -> int:
             f"{workers} warm workers" if int(workers) else "a process per run")
         held[label] = measure_stack(os.path.join(folder, f"{mode}-{workers}"), args, label, rows, cpu_rows,
                                     streaming=mode == "stream")
+    if args.teams:
+        os.environ["KLIO_DEV_WORKERS"] = str(CORES)
+        measure_teams(os.path.join(folder, "teams"), args.teams, rows)
     limit_ids = records.write_noisy_catalogue(os.path.join(folder, "limit", "sources"), "limit",
                                               args.limit_n + CORES, 3.0)
     limit = compute_bound_limit(os.path.join(folder, "limit"), limit_ids)
@@ -318,6 +325,35 @@ def main() -> int:
         best = max(rates, default=0)
         print(f"highest rate held, {label}: {best:g} events/s = {best / limit:.2f} L (target >= 0.8 L)")
     return 0
+
+
+def measure_teams(folder: str, count: int, rows: list[str]) -> None:
+    """Single events published to this project's location on a stack of both teams' locations
+    (its streams): when the media team's outputs are done, and when the tags team's that read its
+    announced waveform are (two streams chained through Pub/Sub)."""
+    from music_tags.assets import TAGS_ASSETS
+
+    os.makedirs(folder)
+    stack = start_dev_stack(folder, demo_count=0, max_ids_per_run=500, streaming=True)
+    try:
+        ids = records.write_noisy_catalogue(os.path.join(stack.data_root, "sources"), "teams", count, 5.0)
+        readers = [o.asset for a in TAGS_ASSETS for o in a.outputs if "waveform" in a.upstream]
+        with scale.instance_at(os.path.join(folder, "home")) as instance:
+            wait_for_stream(instance)
+            wait_for_stream(instance, job="music_tags_" + STREAM_JOB)
+            media = Stream(stack, instance)
+            tags = Stream(stack, instance, assets=readers)
+            tags.published = media.published  # the same events: timed from their one publish
+            print(f"two teams: single events: {count} x 5 s clips", flush=True)
+            singles(tags, ids)
+            deadline = time.monotonic() + 300
+            while media.done(ids) != set(ids) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            rows.append(summarize("two teams: publish -> the media team's outputs, 5 s clips", media.timings(ids), count))
+            rows.append(summarize(f"two teams: publish -> the tags team's {', '.join(readers)}", tags.timings(ids),
+                                  count))
+    finally:
+        stack.stop()
 
 
 def measure_stack(folder: str, args, label: str, rows: list[str], cpu_rows: list[str],

@@ -13,14 +13,14 @@ import pytest
 from dagster_graphql.test.utils import define_out_of_process_workspace, execute_dagster_graphql
 
 import klio_assets
-from klio_assets import code_location
+from klio_assets import code_location, media_asset
 from klio_assets.builtin.audio import waveform
 from klio_assets.settings import Settings
 from klio_core.media_store import LocalMediaStore
 from klio_core.records import OutputRecord
 from klio_core.wire import MediaEvent, encode_event, parse_event
 from resources.dagster_tags import INPUT_DATA_VERSION_TAG_PREFIX, RANGE_END_TAG, RANGE_START_TAG
-from tests.conftest import materialize_ids, observations
+from tests.conftest import materialize_ids, observations, pinged
 
 pytestmark = pytest.mark.slow  # the Pub/Sub emulator, code servers
 
@@ -105,9 +105,11 @@ def tick(defs: dg.Definitions, instance, cursor=None) -> dg.SensorResult:
 
 
 def run(defs: dg.Definitions, request: dg.RunRequest, instance) -> dg.ExecuteInProcessResult:
+    """What the daemon runs for ``request`` (its assets, and their checks unless it names none)."""
     [assets] = defs.assets
-    return dg.materialize([assets], selection=request.asset_selection, tags=request.tags, instance=instance,
-                          resources=defs.resources)
+    selection = dg.AssetSelection.assets(*request.asset_selection)
+    return dg.materialize([assets], selection=selection.without_checks() if request.asset_check_keys == [] else selection,
+                          tags=request.tags, instance=instance, resources=defs.resources)
 
 
 def test_the_media_teams_event_output_runs_the_tags_that_read_it(settings, instance, catalogue_ids, store_root):
@@ -134,11 +136,34 @@ def test_the_media_teams_event_output_runs_the_tags_that_read_it(settings, insta
 
     # force passes on: the media team's forced run announces a forced event, and the tags recompute
     assert materialize_ids([a_assets], [media_id], instance, team_a.resources, tags={"klio/force": "true"}).success
-    [forced] = tick(tags, instance, result.cursor).run_requests
+    result = tick(tags, instance, result.cursor)
+    [forced] = result.run_requests
     assert forced.tags.get("klio/force") == "true"
     before = os.stat(store.record_uri("tempo", media_id)).st_mtime_ns
     assert run(tags, forced, instance).success
     assert os.stat(store.record_uri("tempo", media_id)).st_mtime_ns != before
+
+    # freshness crosses the boundary: an unchanged waveform (announced as skipped) leaves the
+    # tags as they are; a new code version of it makes them stale, and the next event recomputes
+    for bump, recomputed in ((None, False), ("2", True)):
+        media_team = [waveform] if bump is None else [media_asset(waveform.fn, code_version=bump)]
+        again = code_location(media_team, announces=["waveform"], settings=settings)
+        assert materialize_ids([again.assets[0]], [media_id], instance, again.resources).success
+        result = tick(tags, instance, result.cursor)
+        [request] = result.run_requests
+        before = os.stat(store.record_uri("tempo", media_id)).st_mtime_ns
+        assert run(tags, request, instance).success
+        assert (os.stat(store.record_uri("tempo", media_id)).st_mtime_ns != before) is recomputed, bump
+    read = OutputRecord.from_json(store.read_bytes(store.record_uri("waveform", media_id)))
+    assert OutputRecord.from_json(store.read_bytes(store.record_uri("tempo", media_id))).inputs == {
+        "waveform": read.version}
+
+    # and a ping passes through: the tags record that it reached them, and process nothing
+    assert materialize_ids([a_assets], [media_id], instance, team_a.resources, tags={"klio/ping": "true"}).success
+    [ping] = tick(tags, instance, result.cursor).run_requests
+    assert ping.tags.get("klio/ping") == "true"
+    assert run(tags, ping, instance).success
+    assert all(media_id in pinged(instance, asset) for asset in READ_WAVEFORM)
 
 
 def test_in_the_tags_teams_own_stream_too(settings, instance, catalogue_ids, store_root):

@@ -79,10 +79,11 @@ def wait_for_retry(stack, instance, run_id: str, timeout_s: float = 300) -> tupl
     raise AssertionError(f"no retry of run {run_id} in {timeout_s} s: it is {run.status.value}, tags {dict(run.tags)}")
 
 
-def run_worker_pid() -> int | None:
-    """The process executing a run: the code server's spawned child (Dagster's default launcher)."""
+def run_worker_pid(location: str = "klio_assets") -> int | None:
+    """The process executing a run of ``location``: its code server's spawned child (Dagster's
+    default launcher). Named by location, since the tags team's runs and stream run beside ours."""
     running = processes()
-    servers = {p.pid for p in running if "dagster api grpc" in p.command}
+    servers = {p.pid for p in running if "dagster api grpc" in p.command and f"--location-name {location}" in p.command}
     return next((p.pid for p in running if p.parent in servers and "spawn_main" in p.command), None)
 
 

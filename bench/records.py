@@ -4,8 +4,8 @@ Noisy clips (a few tones under broadband noise, as incompressible as real audio)
 every built-in asset (the 13 of ``klio_assets.definitions``) in ONE run, on an instance made by
 the project's own ``dagster.yaml`` (SQLite). Reported: how much the Dagster home grew per media
 ID, and where it went, by event type, in the run's shard and in the index database; with
-``--postgres``, also how much a PostgreSQL instance's database grew for the same run (a
-throwaway server, ``klio_dev/postgres.py``).
+``--postgres``, also how much a PostgreSQL database with the storages of ``deploy/dagster.yaml``
+grew for the same run, table by table (a throwaway server, ``klio_dev/postgres.py``).
 A first run over two other IDs comes before, so that tables and files that every instance
 creates once are not counted.
 """
@@ -25,6 +25,7 @@ import dagster as dg  # noqa: E402
 import numpy as np  # noqa: E402
 import scale as scale_bench  # noqa: E402  (bench/scale.py, beside this file)
 import soundfile  # noqa: E402
+import yaml  # noqa: E402
 
 from klio_assets import build_media_assets  # noqa: E402
 from klio_assets.definitions import MEDIA_ASSETS  # noqa: E402
@@ -67,25 +68,33 @@ def home_bytes(home: str) -> int:
 
 @contextmanager
 def project_instance(postgres_url: str | None = None):
-    """The project's dagster.yaml (SQLite), or an instance whose storage is ``postgres_url``."""
+    """The project's dagster.yaml (SQLite), or the storages of deploy/dagster.yaml on ``postgres_url``."""
     with tempfile.TemporaryDirectory(prefix="bench-records-home-") as home:
         if postgres_url:
+            with open(os.path.join(ROOT, "deploy", "dagster.yaml")) as f:
+                deploy = yaml.safe_load(f)
+            storages = {name: {**deploy[name], "config": {"postgres_url": postgres_url}}
+                        for name in ("run_storage", "event_log_storage", "schedule_storage")}
             with open(os.path.join(home, "dagster.yaml"), "w") as f:
-                f.write(f"telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_url: {postgres_url}\n")
+                yaml.safe_dump({"telemetry": {"enabled": False}, **storages}, f)
         else:
             shutil.copy(os.path.join(ROOT, "dagster.yaml"), home)
         with scale_bench.instance_at(home) as instance:
             yield home, instance
 
 
-def postgres_bytes(url: str) -> int:
+def postgres_tables(url: str) -> dict[str, int]:
+    """Bytes of each table of the database, with its indexes and TOAST (compressed large values)."""
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url)
     with engine.connect() as connection:
-        size = connection.execute(sqlalchemy.text("SELECT pg_database_size('dagster')")).scalar()
+        sizes = dict(connection.execute(sqlalchemy.text(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+            "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace")).all())
+        sizes["(whole database)"] = connection.execute(sqlalchemy.text("SELECT pg_database_size('dagster')")).scalar()
     engine.dispose()
-    return int(size)
+    return {name: int(size) for name, size in sizes.items()}
 
 
 def run_all(instance, root: str, ids: list[str]) -> dg.ExecuteInProcessResult:
@@ -119,31 +128,33 @@ def by_event_type(home: str, run_id: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _grown_per_id(instance, root: str, n: int, seconds: float, size) -> tuple[float, dg.ExecuteInProcessResult]:
-    """How much ``size()`` grew per media ID over one run of ``n`` noisy clips, after a first
-    run over two other IDs (tables and files every instance makes once are not counted)."""
+def _around_a_run(instance, root: str, n: int, seconds: float, snapshot):
+    """``snapshot()`` before and after one run of ``n`` noisy clips, and the run's result. A first
+    run over two other IDs comes before (tables and files every instance makes once are not counted)."""
     warm = write_noisy_catalogue(os.path.join(root, "sources"), "warm", 2, seconds)
     measured = write_noisy_catalogue(os.path.join(root, "sources"), "clip", n, seconds)
     assert run_all(instance, root, warm).success
-    before = size()
+    before = snapshot()
     result = run_all(instance, root, measured)
     assert result.success
-    return (size() - before) / n, result
+    return before, snapshot(), result
 
 
-def measure_postgres(n: int, seconds: float) -> float:
-    """Bytes a PostgreSQL instance's database grew per media ID over the same kind of run."""
+def measure_postgres(n: int, seconds: float) -> dict[str, float]:
+    """Bytes a PostgreSQL instance's database, and each of its tables, grew per media ID over the
+    same kind of run."""
     with throwaway_postgres() as url, tempfile.TemporaryDirectory(prefix="bench-records-") as root, \
             project_instance(url) as (_, instance):
-        return _grown_per_id(instance, root, n, seconds, lambda: postgres_bytes(url))[0]
+        before, after, _ = _around_a_run(instance, root, n, seconds, lambda: postgres_tables(url))
+        return {name: (after[name] - before.get(name, 0)) / n for name in after}
 
 
 def measure(n: int, seconds: float) -> tuple[float, dict[str, tuple[int, int]]]:
     """Bytes the Dagster home grew per media ID over one run of ``n`` noisy clips, and the run's
     events by type (count, bytes)."""
     with tempfile.TemporaryDirectory(prefix="bench-records-") as root, project_instance() as (home, instance):
-        per_id, result = _grown_per_id(instance, root, n, seconds, lambda: home_bytes(home))
-        return per_id, by_event_type(home, result.run_id)
+        before, after, result = _around_a_run(instance, root, n, seconds, lambda: home_bytes(home))
+        return (after - before) / n, by_event_type(home, result.run_id)
 
 
 def main() -> int:
@@ -159,10 +170,14 @@ def main() -> int:
           f"{sum(len(a.outputs) for a in MEDIA_ASSETS)} media assets, one run\n")
     print("| what | per media ID |\n| --- | --- |")
     print(f"| home growth | {per_id / 1024:.1f} kB |")
-    if on_postgres is not None:
-        print(f"| PostgreSQL database growth (deploy's storage) | {on_postgres / 1024:.1f} kB |")
     for kind, (count, size) in sorted(events.items(), key=lambda kv: -kv[1][1]):
         print(f"| {kind}: {count / args.n:.1f} rows | {size / args.n / 1024:.1f} kB |")
+    if on_postgres is not None:
+        print("\nPostgreSQL (the deploy's storage), growth per media ID, each table with its indexes and TOAST\n")
+        print("| table | per media ID |\n| --- | --- |")
+        for table, grown in sorted(on_postgres.items(), key=lambda kv: -kv[1]):
+            if grown:
+                print(f"| {table} | {grown / 1024:.1f} kB |")
     return 0
 
 

@@ -146,7 +146,8 @@ def test_no_secret_value_is_committed():
     found = [(str(path), *hit) for path, docs in documents.items() for hit in secret_like_values(docs)]
     assert found == []
     # the only credential the instance needs arrives from the environment
-    assert INSTANCE["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_PG_URL"}
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        assert INSTANCE[storage]["config"] == {"postgres_url": {"env": "DAGSTER_PG_URL"}}
     assert "ENV " not in DOCKERFILE.replace("ENV PYTHONUNBUFFERED", "")  # no secret baked into the image
 
 
@@ -264,6 +265,8 @@ def test_k8s_run_launcher_sends_a_valid_job_for_a_media_run(tmp_path, kubernetes
     # this machine: SQLite instead of PostgreSQL (tested in test_postgres_instance), the stand-in
     # API through a kubeconfig instead of the in-cluster service account, and runs launched at
     # once instead of by the daemon's queue
+    for storage in ("run_storage", "event_log_storage", "schedule_storage"):
+        del settings[storage]
     settings["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}
     settings["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}
     settings["run_launcher"] = {**INSTANCE["run_launcher"], "config": {

@@ -70,7 +70,9 @@ def test_beam_workers_and_the_stores_load_no_dagster():
 
 
 # The one module allowed on private Dagster API, and why: resources/sqlite_event_log.py says which
-# upstream issues it waits for. Generated protobuf code imports what protoc chooses.
+# upstream issues it waits for (resources/postgres_event_log.py, on public imports, overrides one
+# private method of Dagster's PostgreSQL storage with that module's function). Generated protobuf
+# code imports what protoc chooses.
 PRIVATE_API_ADAPTER = os.path.join("resources", "sqlite_event_log.py")
 GENERATED = {os.path.join("klio_core", "klio_message_pb2.py")}
 THIRD_PARTY = ("dagster", "dagster_", "apache_beam", "google")

@@ -1,0 +1,36 @@
+"""The production instance's event log: Dagster's PostgreSQL event log storage, with each
+planned check stored in O(N) bytes for a run of N media IDs instead of O(N^2).
+
+Dagster writes one PLANNED row per partition for each check a run plans, and each row holds the
+whole planned event with every partition key of the run. At 500 IDs a run that is 17 rows of
+about 7 kB per media ID; PostgreSQL compresses them to 54 kB per ID, more than half of what a
+media ID costs the database (docs/BENCHMARKS.md, "Dagster records per media ID"). This class
+stores the same rows with the event minus its key list, through the SQLite adapter's
+``store_check_plan_per_partition``: it overrides one private method of Dagster's storage, so it
+waits for the same upstream fix (dagster-io/dagster#33231 introduced the per-partition rows).
+Same tables and schema: an instance can switch back to ``dagster_postgres.PostgresEventLogStorage``.
+
+Used by ``deploy/dagster.yaml``. Dagster's Helm chart writes the event log storage class itself
+(``PostgresEventLogStorage``, in its instance ConfigMap), so a Helm deployment keeps Dagster's
+rows: docs/deploy.md says so.
+"""
+
+from typing import Any
+
+from dagster_postgres import PostgresEventLogStorage
+from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+
+from resources.sqlite_event_log import store_check_plan_per_partition
+
+
+class CompactCheckPlansPostgresEventLogStorage(PostgresEventLogStorage):
+    """``PostgresEventLogStorage`` whose PLANNED check rows do not repeat the run's key list."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value: Any) -> "CompactCheckPlansPostgresEventLogStorage":
+        return cls(inst_data=inst_data, postgres_url=pg_url_from_config(config_value),
+                   should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+                   token_provider=get_token_provider_from_config(config_value))
+
+    def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
+        store_check_plan_per_partition(self, event, event_id)

@@ -118,8 +118,7 @@ def measure(stack, instance, folder: str, size: int, launch_n: int, max_ids_per_
     figures["launch_runs"] = expected
     figures["launch_ids"] = len(launch_ids)
     figures["daemon_cpu_per_run_s"] = (daemon_cpu_s() - cpu_before) / expected
-    ticks = server.query(scale.SENSOR_TICKS, {"selector": {**scale.LOCATION, "sensorName": scale.SENSOR}})
-    ticks = [t for t in ticks["sensorOrError"]["sensorState"]["ticks"] if t["timestamp"] >= since]
+    ticks = [t for t in scale.latest_ticks(server) if t["timestamp"] >= since]
     figures["slowest_sensor_tick_s"] = max((t["endTimestamp"] - t["timestamp"] for t in ticks if t["endTimestamp"]),
                                            default=0.0)
     figures["failed_sensor_ticks"] = sum(t["status"] == "FAILURE" for t in ticks)

@@ -137,11 +137,6 @@ def publish_and_wait(stack, instance, folder: str, ids: list[str], timeout_s: fl
     return publish_s, time.perf_counter() - started
 
 
-def sensor_tick_seconds(server, after: float) -> list[float]:
-    """Durations of the finished ticks that started after ``after`` and requested runs."""
-    return [end - start for start, end, _ in finished_ticks(server) if start >= after]
-
-
 def tick_seconds_for(server, instance, ids: list[str]) -> list[float]:
     """Durations of the finished ticks that requested the runs holding ``ids`` (a tick that had
     started before they were published may have taken them)."""
@@ -150,11 +145,15 @@ def tick_seconds_for(server, instance, ids: list[str]) -> list[float]:
     return [end - start for start, end, run_ids in finished_ticks(server) if holding & set(run_ids)]
 
 
+def latest_ticks(server) -> list[dict]:
+    """The sensor's latest 50 ticks, as the webserver reports them."""
+    return server.query(SENSOR_TICKS, {"selector": {**LOCATION, "sensorName": SENSOR}})["sensorOrError"][
+        "sensorState"]["ticks"]
+
+
 def finished_ticks(server) -> list[tuple[float, float, list[str]]]:
     """(start, end, run IDs) of the sensor's latest finished ticks that requested runs."""
-    data = server.query(SENSOR_TICKS, {"selector": {**LOCATION, "sensorName": SENSOR}})
-    ticks = data["sensorOrError"]["sensorState"]["ticks"]
-    return [(t["timestamp"], t["endTimestamp"], t["runIds"]) for t in ticks
+    return [(t["timestamp"], t["endTimestamp"], t["runIds"]) for t in latest_ticks(server)
             if t["endTimestamp"] and t["status"] == "SUCCESS"]
 
 

@@ -8,7 +8,11 @@ media ID costs the database (docs/BENCHMARKS.md, "Dagster records per media ID")
 stores the same rows with the event minus its key list, through the SQLite adapter's
 ``store_check_plan_per_partition``: it overrides one private method of Dagster's storage, so it
 waits for the same upstream fix (dagster-io/dagster#33231 introduced the per-partition rows).
-Same tables and schema: an instance can switch back to ``dagster_postgres.PostgresEventLogStorage``.
+It also lists dynamic partition keys once per change, not once per call
+(``resources/partition_key_cache.py``, which adds a version table and two triggers; without
+the cache, Dagster fetches all 1,000,000 keys over the connection 30 times for each run it
+creates). Same tables and schema otherwise: an instance can switch back to
+``dagster_postgres.PostgresEventLogStorage``.
 
 Used by ``deploy/dagster.yaml``. Dagster's Helm chart writes the event log storage class itself
 (``PostgresEventLogStorage``, in its instance ConfigMap), so a Helm deployment keeps Dagster's
@@ -20,11 +24,19 @@ from typing import Any
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
+from resources import partition_key_cache
 from resources.sqlite_event_log import store_check_plan_per_partition
 
 
 class CompactCheckPlansPostgresEventLogStorage(PostgresEventLogStorage):
-    """``PostgresEventLogStorage`` whose PLANNED check rows do not repeat the run's key list."""
+    """``PostgresEventLogStorage`` whose PLANNED check rows do not repeat the run's key list, and
+    whose dynamic partition keys are listed once per change (``resources/partition_key_cache.py``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._partition_keys = partition_key_cache.PartitionKeyCache()
+        with self.index_transaction() as conn:
+            partition_key_cache.install(conn, partition_key_cache.POSTGRES_INSTALL)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value: Any) -> "CompactCheckPlansPostgresEventLogStorage":
@@ -34,3 +46,6 @@ class CompactCheckPlansPostgresEventLogStorage(PostgresEventLogStorage):
 
     def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
         store_check_plan_per_partition(self, event, event_id)
+
+    def get_dynamic_partitions(self, partitions_def_name: str):
+        return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)

@@ -25,11 +25,10 @@ check event's cost and 7% of a materialization's in a profile of the dev stack's
 (docs/BENCHMARKS.md). Only "present" is remembered: tables and columns are added by migrations,
 never removed, so an answer of "absent" is asked again.
 
-Last, it caches the list of dynamic partition keys. Dagster lists every key of ``media_ids`` once
-per asset and per check each time it creates a run (to resolve the run's partition range), which
-is 28 listings per run here: 6.5 s per run with 100,000 registered IDs. The cache is checked on
-every call against a fingerprint read from the database, so a key added or deleted by any
-process is seen at once.
+Last, it caches the list of dynamic partition keys, checked against a version the database
+keeps (``resources/partition_key_cache.py``): Dagster lists every key of ``media_ids`` once per
+asset and per check each time it creates a run, which at 1,000,000 registered IDs took most of
+the 4.8 s of CPU a run took to create.
 
 And it stores a planned check as Dagster does, a PLANNED row per partition, but without
 repeating the run's partition keys in each row (``store_check_plan_per_partition``): Dagster's
@@ -71,10 +70,10 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
     AssetKeyTable,
-    DynamicPartitionsTable,
     SqlEventLogStorageTable,
 )
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
     SQLITE_BUSY_TIMEOUT_SECONDS,
     SqliteEventLogStorage,
     SqliteEventLogStorageWatchdog,
@@ -83,6 +82,8 @@ from dagster_shared.record import replace as record_replace
 from dagster_shared.serdes import serialize_value
 from sqlalchemy.pool import StaticPool
 from watchdog.observers import Observer
+
+from resources import partition_key_cache
 
 # Run shards are one file per run; a long-lived webserver reads many. Keep the newest few open.
 MAX_OPEN_SHARDS = 16
@@ -104,7 +105,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
             base_dir = os.path.join(os.environ["DAGSTER_HOME"], "history", "runs")
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
-        self._partition_keys: dict[str, tuple[tuple, list[str]]] = {}
+        self._partition_keys = partition_key_cache.PartitionKeyCache()
         self._present: set[str] = set()  # tables, and asset-table columns as "asset_keys.<column>"
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir, inst_data)
@@ -133,6 +134,9 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
         if shard not in self._initialized_dbs:
             self._initdb(engine)
             self._initialized_dbs.add(shard)
+        if shard == INDEX_SHARD_NAME:
+            with engine.begin() as conn:
+                partition_key_cache.install(conn, partition_key_cache.SQLITE_INSTALL)
         self._engines[shard] = engine
         while len(self._engines) > MAX_OPEN_SHARDS:
             _, oldest = self._engines.popitem(last=False)
@@ -183,23 +187,8 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
             self._present.add(key)
         return key in self._present
 
-    def get_dynamic_partitions(self, partitions_def_name: str) -> list[str]:
-        """The parent's list, cached while the fingerprint (how many keys, the newest row's id and
-        key) is unchanged. New rows take the next id, so an addition, a deletion, or a deletion
-        of the newest row followed by an addition all change it."""
-        table = DynamicPartitionsTable
-        with self.index_connection() as conn:
-            count, newest_id = conn.execute(
-                db.select(db.func.count(), db.func.max(table.c.id))
-                .where(table.c.partitions_def_name == partitions_def_name)).one()
-            newest = conn.execute(db.select(table.c.partition).where(table.c.id == newest_id)).scalar()
-        fingerprint = (count, newest_id, newest)
-        cached = self._partition_keys.get(partitions_def_name)
-        if cached is None or cached[0] != fingerprint:
-            # read after the fingerprint: if keys arrive in between, the next call reads again
-            cached = (fingerprint, list(super().get_dynamic_partitions(partitions_def_name)))
-            self._partition_keys[partitions_def_name] = cached
-        return list(cached[1])
+    def get_dynamic_partitions(self, partitions_def_name: str):
+        return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)
 
     def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
         store_check_plan_per_partition(self, event, event_id)

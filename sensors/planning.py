@@ -61,11 +61,14 @@ def selection_for(item: Received, upstream: Mapping[str, Sequence[str]]) -> tupl
 
 
 def plan_runs(received: Sequence[Received], registered: Sequence[str],
-              upstream: Mapping[str, Sequence[str]], max_ids_per_run: int) -> tuple[list[str], list[RunPlan]]:
+              upstream: Mapping[str, Sequence[str]], max_ids_per_run: int,
+              whole_catalogue: bool = True) -> tuple[list[str], list[RunPlan]]:
     """The IDs to add to ``media_ids`` (in order) and the runs to request.
 
-    ``registered`` is the current ``media_ids`` in their order; ``upstream`` maps each media asset
-    to its upstream asset names.
+    ``registered`` is the current ``media_ids`` in their order (``whole_catalogue``), or only
+    the received IDs already in it: then none of them is taken to be next to another, and each
+    goes into a run of its own (``sensors.pubsub_sensor`` looks the catalogue up so only when
+    at most one is registered). ``upstream`` maps each media asset to its upstream asset names.
     """
     batches: dict[tuple, dict[str, list[str]]] = {}
     for item in received:
@@ -81,7 +84,9 @@ def plan_runs(received: Sequence[Received], registered: Sequence[str],
             if media_id not in known:
                 known.add(media_id)
                 new_ids.append(media_id)
-    position = {media_id: i for i, media_id in enumerate([*registered, *new_ids])}
+    spacing = 1 if whole_catalogue else 2  # a gap between each two registered IDs, and before the new ones
+    position = {media_id: spacing * i for i, media_id in enumerate(registered)}
+    position.update({media_id: spacing * len(registered) + i for i, media_id in enumerate(new_ids)})
 
     plans = []
     for (assets, force, ping), ids in batches.items():

@@ -178,8 +178,8 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
         acked_at = clock()
         state.remembered.update({key: int(acked_at + redelivery_grace_s) for _, key in ack_now})
 
-    new_ids, plans = plan_runs(received, context.instance.get_dynamic_partitions(PARTITIONS_NAME),
-                               upstream, max_ids_per_run)
+    registered, whole_catalogue = _registered(context.instance, received)
+    new_ids, plans = plan_runs(received, registered, upstream, max_ids_per_run, whole_catalogue)
     for plan in plans:
         mode = "ping" if plan.ping else ("top-down" if len(plan.assets) == len(upstream) else "bottom-up")
         context.log.info(f"run {plan.run_key}: {len(plan.media_ids)} media IDs, {mode}"
@@ -196,6 +196,18 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
         dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(PARTITIONS_NAME, new_ids)] if new_ids else None,
         cursor=state.dump(),
     )
+
+
+def _registered(instance: dg.DagsterInstance, received: Sequence[Received]) -> tuple[Sequence[str], bool]:
+    """What ``plan_runs`` needs of ``media_ids``: the received IDs already in it, each looked up
+    alone (an indexed query), or the whole catalogue in its order when two or more are, to put
+    neighbours into one run. New content, the stream's common case, never lists the catalogue,
+    which at 1,000,000 IDs takes 1.8 s (dagster-io/dagster#29567 proposes batched lookups)."""
+    ids = dict.fromkeys(item.event.media_id for item in received)
+    known = [media_id for media_id in ids if instance.has_dynamic_partition(PARTITIONS_NAME, media_id)]
+    if len(known) < 2:
+        return known, False
+    return instance.get_dynamic_partitions(PARTITIONS_NAME), True
 
 
 def _queued_runs(instance: dg.DagsterInstance, sensor_name: str) -> int:

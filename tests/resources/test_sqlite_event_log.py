@@ -130,30 +130,6 @@ def test_planned_events_are_written_in_batches_and_failed_partitions_still_show(
         assert {k for k, v in status.items() if v.value == "FAILED"} == set(ids[20:])
 
 
-def test_partition_keys_are_cached_but_every_change_is_seen(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    write_instance_yaml(tmp_path, "kept-open")
-    with dg.DagsterInstance.get() as cached, dg.DagsterInstance.get() as other:
-        other.add_dynamic_partitions("ids", ["a", "b", "c"])
-        assert cached.get_dynamic_partitions("ids") == ["a", "b", "c"]
-        fetches = []
-        parent = type(cached.event_log_storage).__mro__[1].get_dynamic_partitions
-        monkeypatch.setattr(type(cached.event_log_storage).__mro__[1], "get_dynamic_partitions",
-                            lambda self, name: (fetches.append(name), parent(self, name))[1])
-        assert cached.get_dynamic_partitions("ids") == ["a", "b", "c"]
-        assert fetches == []  # unchanged: served from the cache
-        other.add_dynamic_partitions("ids", ["d"])
-        assert cached.get_dynamic_partitions("ids") == ["a", "b", "c", "d"]
-        other.delete_dynamic_partition("ids", "b")
-        assert cached.get_dynamic_partitions("ids") == ["a", "c", "d"]
-        # the newest row deleted and another added: SQLite may give the new row the same id
-        other.delete_dynamic_partition("ids", "d")
-        other.add_dynamic_partitions("ids", ["e"])
-        assert cached.get_dynamic_partitions("ids") == ["a", "c", "e"]
-        assert cached.get_dynamic_partitions("other") == []
-        assert len(fetches) == 4
-
-
 @dg.asset_check(asset="x", partitions_def=media)
 def x_is_fine(context):
     return dg.AssetCheckResult(passed=True, partition=context.partition_key)

@@ -90,3 +90,13 @@ def test_every_id_is_planned_exactly_once(cap):
     assert planned == ids == new_ids
     assert all(len(p.media_ids) <= cap for p in plans)
     assert len(plans) == -(-25 // cap)
+
+
+def test_with_only_the_received_ids_looked_up_no_registered_id_joins_a_run_of_new_ones():
+    """The sensor looks up just the received IDs when at most one is registered: where that one
+    stands in the catalogue is unknown, so it is a run of its own; the new ones, appended
+    together, stay one range."""
+    new_ids, plans = plan_runs(received(MediaEvent("old"), MediaEvent("n1"), MediaEvent("n2")),
+                               ["old"], UPSTREAM, max_ids_per_run=10, whole_catalogue=False)
+    assert new_ids == ["n1", "n2"]
+    assert sorted(p.media_ids for p in plans) == [("n1", "n2"), ("old",)]

@@ -205,7 +205,10 @@ def test_a_new_emulator_reuses_message_ids_and_no_event_is_lost(instance, resour
             requests = daemon.tick()  # the second time, the old tick's ack IDs are unknown: logged, not fatal
             assert sorted(i for r in requests for i in _ids(r)) == sorted(ids), incarnation
             daemon.tick()
-    assert len(daemon.requests) == 2
+    assert _ids(daemon.requests[0]) == [first]
+    # the second tick looked its IDs up instead of listing the catalogue: the registered one is
+    # not known to sit next to the new one, so each has a run of its own
+    assert sorted(_ids(r) for r in daemon.requests[1:]) == sorted([[first], [second]])
     assert instance.get_dynamic_partitions("media_ids") == [first, second]
 
 
@@ -302,3 +305,34 @@ def test_events_wait_in_pubsub_while_a_run_of_the_sensor_is_queued(instance, pub
     taken = sensor(dg.build_sensor_context(instance=instance, cursor=held.cursor, resources={"pubsub": pubsub}))
     [request] = taken.run_requests  # all four IDs, in one run
     assert list(taken.dynamic_partitions_requests[0].partition_keys) == catalogue_ids
+
+
+def test_new_content_is_planned_without_listing_the_catalogue(pubsub, instance, monkeypatch):
+    """A tick looks up the IDs it received; it lists ``media_ids`` (1.8 s at 1,000,000 IDs) only
+    when two or more of them are registered already, to put neighbours into one run."""
+    from sensors.pubsub_sensor import evaluate_tick
+
+    instance.add_dynamic_partitions("media_ids", ["old-1", "old-2", "old-3"])
+    listings = []
+    listing = instance.get_dynamic_partitions
+    monkeypatch.setattr(instance, "get_dynamic_partitions", lambda name: (listings.append(name), listing(name))[1])
+
+    def tick(*ids: str) -> dg.SensorResult:
+        publish(pubsub, *(encode_event(MediaEvent(m, force=True)) for m in ids))
+        result = evaluate_tick(dg.build_sensor_context(instance=instance), pubsub, {"waveform": ()},
+                               max_ids_per_run=500, max_messages=100, wait_s=2)
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        pubsub.acknowledge(TickState.load(result.cursor).pending_acks, pubsub.sensor_subscription_path)
+        return result
+
+    quiet = evaluate_tick(dg.build_sensor_context(instance=instance), pubsub, {"waveform": ()},
+                          max_ids_per_run=500, max_messages=100)
+    assert quiet.skip_reason and listings == []
+    first = tick("new-1", "new-2", "old-2")
+    assert listings == []
+    assert sorted(map(_ids, first.run_requests)) == [["new-1", "new-2"], ["old-2"]]
+    assert [list(r.partition_keys) for r in first.dynamic_partitions_requests] == [["new-1", "new-2"]]
+    again = tick("old-1", "old-3", "old-2", "new-3")
+    assert listings == ["media_ids"]
+    assert sorted(map(_ids, again.run_requests)) == [["new-3"], ["old-1", "old-3"]]  # old-1..old-3 is one range

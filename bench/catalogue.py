@@ -14,7 +14,8 @@ catalogue size in turn, the catalogue growing from one size to the next:
 - a backfill of ``launch_n`` IDs over every media asset: the GraphQL call, then until the daemon
   has created every run, with the daemon's CPU seconds per run created, the slowest sensor
   tick meanwhile (Dagster fails a sensor evaluation after 60 s) and whether Dagster reports any
-  daemon unhealthy (a daemon whose iterations outlast its heartbeat is).
+  daemon unhealthy (a daemon whose iterations outlast its heartbeat is); then it cancels that
+  backfill before the next size, so that each size's launch is the daemon's only backfill.
 
 Registering from a folder listing is ``bench/register.py --n 1000000`` (in-process, no stack).
 Times are wall clock on a shared machine: read them beside each other, size against size.
@@ -72,6 +73,9 @@ def median_query_s(server, query: str, variables: dict) -> float:
     return statistics.median(times)
 
 
+CANCEL = """mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }"""
+
+
 def register(stack, folder: str, ids: list[str]) -> float:
     path = os.path.join(folder, f"register-{ids[0]}.txt")
     with open(path, "w") as f:
@@ -89,7 +93,7 @@ def unhealthy_daemons(server) -> list[str]:
     return [d["daemonType"] for d in statuses if d["healthy"] is False]
 
 
-def measure(stack, instance, folder: str, size: int, launch_n: int, max_ids_per_run: int) -> dict:
+def measure(stack, instance, folder: str, size: int, launch_n: int, max_ids_per_run: int) -> tuple[dict, str]:
     figures: dict = {"size": size}
     server = stack.server
     have = len(instance.get_dynamic_partitions(PARTITIONS_NAME))
@@ -126,7 +130,19 @@ def measure(stack, instance, folder: str, size: int, launch_n: int, max_ids_per_
                                            default=0.0)
     figures["failed_sensor_ticks"] = sum(t["status"] == "FAILURE" for t in ticks)
     figures["unhealthy_daemons"] = ", ".join(unhealthy_daemons(server)) or "none"
-    return figures
+    return figures, backfill_id
+
+
+def cancel(server, backfill_id: str) -> None:
+    """Cancel the backfill and wait until it is. Asked again until its status changes: a cancel
+    that arrives while the daemon evaluates the backfill was written over by that evaluation here."""
+    deadline = time.monotonic() + 600
+    while server.backfill(backfill_id)["status"] == "REQUESTED":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"backfill {backfill_id} not canceled")
+        server.query(CANCEL, {"id": backfill_id})
+        time.sleep(10)
+    server.wait_for_backfill(backfill_id, 1800, poll_s=5)
 
 
 def main() -> int:
@@ -140,9 +156,14 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-catalogue-") as folder, \
             scale.stack_with_held_queue(folder, args.max_ids_per_run) as (stack, instance):
-        for size in sizes:
-            rows.append(measure(stack, instance, folder, size, args.launch_n, args.max_ids_per_run))
-            print(rows[-1], flush=True)
+        for i, size in enumerate(sizes):
+            figures, backfill_id = measure(stack, instance, folder, size, args.launch_n, args.max_ids_per_run)
+            rows.append(figures)
+            print(figures, flush=True)
+            if i + 1 < len(sizes):
+                # its runs never run (the queue is held), so it would stay in progress, and the
+                # daemon would evaluate it on every iteration beside the next size's backfill
+                cancel(stack.server, backfill_id)
     head = " | ".join(f"{r['registered']:,} IDs" for r in rows)
     print(f"\n| measure | {head} | target |\n| --- |{' --- |' * len(rows)} --- |")
 

@@ -1,22 +1,28 @@
-"""Dagster bytes per media ID: ``.venv/bin/python bench/records.py [--n 20] [--seconds 30]``.
+"""Dagster bytes per media ID: ``.venv/bin/python bench/records.py [--n 20] [--seconds 30]
+[--postgres] [--stream]``.
 
 Noisy clips (a few tones under broadband noise, as incompressible as real audio) go through
-every built-in asset (the 13 of ``klio_assets.definitions``) in ONE run, on an instance made by
+every built-in asset (the 13 of ``klio_assets.definitions``) in ONE run (a backfill run; with
+``--stream``, the media stream taking one event per ID from the real Pub/Sub emulator), on an instance made by
 the project's own ``dagster.yaml`` (SQLite). Reported: how much the Dagster home grew per media
 ID, and where it went, by event type, in the run's shard and in the index database; with
 ``--postgres``, also how much a PostgreSQL database with the storages of ``deploy/dagster.yaml``
 grew for the same run, table by table (a throwaway server, ``klio_dev/postgres.py``).
 A first run over two other IDs comes before, so that tables and files that every instance
-creates once are not counted.
+creates once are not counted. Then each is measured again after retention
+(``resources.retention``, age 0: what every run keeps once it is older than
+``KLIO_RETENTION_DAYS``), with the freed space compacted (SQLite VACUUM, PostgreSQL VACUUM FULL)
+so that the files show what is left; on a live instance the freed pages are reused instead.
 """
 
 import argparse
+import datetime
 import os
 import shutil
 import sqlite3
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -29,10 +35,16 @@ import yaml  # noqa: E402
 
 from klio_assets import build_media_assets  # noqa: E402
 from klio_assets.definitions import MEDIA_ASSETS  # noqa: E402
+from klio_assets.framework.stream import build_media_stream_job  # noqa: E402
+from klio_core.wire import MediaEvent, encode_event  # noqa: E402
 from klio_dev import bytecode  # noqa: E402
 from klio_dev.postgres import throwaway_postgres  # noqa: E402
+from klio_dev.pubsub_emulator import PubSubEmulator  # noqa: E402
+from pipelines.graph import in_dependency_order  # noqa: E402
 from resources.beam import BeamRunner  # noqa: E402
 from resources.dagster_tags import partition_range_tags  # noqa: E402
+from resources.pubsub import PubSubResource  # noqa: E402
+from resources.retention import prune_history  # noqa: E402
 from resources.storage import LocalMediaStorage  # noqa: E402
 
 RATE = 44100
@@ -97,14 +109,39 @@ def postgres_tables(url: str) -> dict[str, int]:
     return {name: int(size) for name, size in sizes.items()}
 
 
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+STREAM: dict = {}  # with --stream: the emulator's Pub/Sub resource, under "pubsub"
+
+
 def run_all(instance, root: str, ids: list[str]) -> dg.ExecuteInProcessResult:
+    """One backfill run over ``ids``, or with ``STREAM`` the media stream over one event per ID."""
+    storage = LocalMediaStorage(root=root, media_url="http://127.0.0.1:3001")
+    if STREAM:
+        pubsub = STREAM["pubsub"]
+        pubsub.publish(pubsub.topic, [(encode_event(MediaEvent(media_id)), {}) for media_id in ids])
+        return build_media_stream_job(in_dependency_order(MEDIA_ASSETS)).execute_in_process(
+            instance=instance, resources={"media_storage": storage, "beam_runner": BeamRunner(), "pubsub": pubsub},
+            run_config={**QUIET, "ops": {"media_stream": {"config": {"stop_after_idle_s": 5.0}}}})
     instance.add_dynamic_partitions("media_ids", ids)
     return dg.materialize(
         [build_media_assets(MEDIA_ASSETS)], instance=instance,
-        resources={"media_storage": LocalMediaStorage(root=root, media_url="http://127.0.0.1:3001"),
-                   "beam_runner": BeamRunner()},
-        tags=partition_range_tags(ids[0], ids[-1]),
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+        resources={"media_storage": storage, "beam_runner": BeamRunner()},
+        tags=partition_range_tags(ids[0], ids[-1]), run_config=QUIET)
+
+
+@contextmanager
+def streaming():
+    """``run_all`` runs the media stream meanwhile, on a Pub/Sub emulator of its own."""
+    with PubSubEmulator(project="klio-bench") as emulator:
+        os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+        pubsub = PubSubResource(project="klio-bench", topic="bench-events", subscription="bench-events-dagster")
+        pubsub.ensure_exists()
+        STREAM["pubsub"] = pubsub
+        try:
+            yield
+        finally:
+            STREAM.clear()
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
 
 
 def by_event_type(home: str, run_id: str) -> dict[str, tuple[int, int]]:
@@ -140,21 +177,36 @@ def _around_a_run(instance, root: str, n: int, seconds: float, snapshot):
     return before, snapshot(), result
 
 
-def measure_postgres(n: int, seconds: float) -> dict[str, float]:
+def measure_postgres(n: int, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
     """Bytes a PostgreSQL instance's database, and each of its tables, grew per media ID over the
-    same kind of run."""
+    same kind of run; and the same after retention."""
     with throwaway_postgres() as url, tempfile.TemporaryDirectory(prefix="bench-records-") as root, \
             project_instance(url) as (_, instance):
         before, after, _ = _around_a_run(instance, root, n, seconds, lambda: postgres_tables(url))
-        return {name: (after[name] - before.get(name, 0)) / n for name in after}
+        prune_history(instance, datetime.timedelta(0))
+        vacuum_full(url)
+        retained = postgres_tables(url)
+        grown = {name: (after[name] - before.get(name, 0)) / n for name in after}
+        return grown, {name: (retained[name] - before.get(name, 0)) / n for name in retained}
 
 
-def measure(n: int, seconds: float) -> tuple[float, dict[str, tuple[int, int]]]:
+def vacuum_full(url: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sqlalchemy.text("VACUUM FULL"))
+    engine.dispose()
+
+
+def measure(n: int, seconds: float) -> tuple[float, dict, float, dict]:
     """Bytes the Dagster home grew per media ID over one run of ``n`` noisy clips, and the run's
-    events by type (count, bytes)."""
+    events by type (count, bytes); the same after retention."""
     with tempfile.TemporaryDirectory(prefix="bench-records-") as root, project_instance() as (home, instance):
         before, after, result = _around_a_run(instance, root, n, seconds, lambda: home_bytes(home))
-        return (after - before) / n, by_event_type(home, result.run_id)
+        events = by_event_type(home, result.run_id)
+        prune_history(instance, datetime.timedelta(0), vacuum=True)
+        return (after - before) / n, events, (home_bytes(home) - before) / n, by_event_type(home, result.run_id)
 
 
 def main() -> int:
@@ -162,22 +214,27 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=20, help="media IDs in the measured run")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each clip")
     parser.add_argument("--postgres", action="store_true", help="also measure a PostgreSQL instance")
+    parser.add_argument("--stream", action="store_true", help="the media stream, not a backfill run")
     args = parser.parse_args()
     print(bytecode.summary())
-    per_id, events = measure(args.n, args.seconds)
-    on_postgres = measure_postgres(args.n, args.seconds) if args.postgres else None
+    with streaming() if args.stream else nullcontext():
+        per_id, events, retained_per_id, retained_events = measure(args.n, args.seconds)
+        on_postgres = measure_postgres(args.n, args.seconds) if args.postgres else None
     print(f"Dagster home (SQLite, project dagster.yaml), {args.n} noisy {args.seconds:g} s clips, "
-          f"{sum(len(a.outputs) for a in MEDIA_ASSETS)} media assets, one run\n")
-    print("| what | per media ID |\n| --- | --- |")
-    print(f"| home growth | {per_id / 1024:.1f} kB |")
+          f"{sum(len(a.outputs) for a in MEDIA_ASSETS)} media assets, one {'stream' if args.stream else 'backfill'} run\n")
+    print("| what, per media ID | after the run | after retention |\n| --- | --- | --- |")
+    print(f"| home growth | {per_id / 1024:.1f} kB | {retained_per_id / 1024:.1f} kB |")
     for kind, (count, size) in sorted(events.items(), key=lambda kv: -kv[1][1]):
-        print(f"| {kind}: {count / args.n:.1f} rows | {size / args.n / 1024:.1f} kB |")
+        kept_count, kept_size = retained_events.get(kind, (0, 0))
+        print(f"| {kind} | {count / args.n:.1f} rows, {size / args.n / 1024:.1f} kB "
+              f"| {kept_count / args.n:.1f} rows, {kept_size / args.n / 1024:.1f} kB |")
     if on_postgres is not None:
+        grown, retained = on_postgres
         print("\nPostgreSQL (the deploy's storage), growth per media ID, each table with its indexes and TOAST\n")
-        print("| table | per media ID |\n| --- | --- |")
-        for table, grown in sorted(on_postgres.items(), key=lambda kv: -kv[1]):
-            if grown:
-                print(f"| {table} | {grown / 1024:.1f} kB |")
+        print("| table | after the run | after retention |\n| --- | --- | --- |")
+        for table, size in sorted(grown.items(), key=lambda kv: -kv[1]):
+            if size or retained.get(table):
+                print(f"| {table} | {size / 1024:.1f} kB | {retained.get(table, 0) / 1024:.1f} kB |")
     return 0
 
 

@@ -21,6 +21,7 @@ the variable.
 | ``KLIO_SENSOR_HOLD_WHILE_QUEUED`` | ``sensor_hold_while_queued``: new events wait in Pub/Sub while a sensor run waits in the run queue, so runs grow under load (``sensors.pubsub_sensor``) | true |
 | ``KLIO_STREAMING`` | ``streaming``: new content goes through one long-running stream run (``klio_assets.framework.stream``), kept going by the ``media_stream_keeper`` sensor; the Pub/Sub sensor then takes only the stream's retries (``KLIO_PUBSUB_RETRY_TOPIC``, ``_RETRY_SUBSCRIPTION``; default ``klio-media-events-retry``, ``klio-media-events-retry-dagster``) as batch runs | false |
 | ``KLIO_STREAM_ROTATE_AFTER_S`` | ``stream_rotate_after_s``: a stream run's successor starts after this long (0: never) | 3600 |
+| ``KLIO_RETENTION_DAYS`` | ``retention_days``: the daily ``history_retention`` prunes runs finished longer ago than this to their latest records (``resources.retention``); 0: no schedule | 30 |
 | ``KLIO_WORKSPACE`` | ``workspace``: the workspace file ``klio-dev`` gives ``dagster dev`` (its code locations) | the repository's ``workspace.yaml``: this project's and ``teams/music_tags`` |
 | ``KLIO_BEAM_RUNNER``, ``KLIO_BEAM_ARGS``, ``KLIO_DATAFLOW_*``, ``KLIO_DASK_*`` | ``beam_runner``: see ``resources.beam.beam_runner_from`` | the DirectRunner |
 
@@ -63,6 +64,7 @@ _VARIABLES = {  # field -> environment variable
     "pubsub_retry_subscription": "KLIO_PUBSUB_RETRY_SUBSCRIPTION",
     "stream_rotate_after_s": "KLIO_STREAM_ROTATE_AFTER_S",
     "workspace": "KLIO_WORKSPACE",
+    "retention_days": "KLIO_RETENTION_DAYS",
 }
 
 
@@ -90,6 +92,7 @@ class Settings(BaseModel):
     pubsub_retry_subscription: str = _PUBSUB_DEFAULTS["retry_subscription"].default
     stream_rotate_after_s: float = Field(default=3600.0, ge=0)
     workspace: str | None = None
+    retention_days: float = Field(default=30.0, ge=0)
     pubsub_upstream_topic: str | None = None  # set by for_location, not by a variable
     beam_runner: BeamRunner = Field(default_factory=BeamRunner)
 

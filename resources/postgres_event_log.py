@@ -9,7 +9,7 @@ stores the same rows with the event minus its key list, through the SQLite adapt
 ``store_check_plan_per_partition``: it overrides one private method of Dagster's storage, so it
 waits for the same upstream fix (dagster-io/dagster#33231 introduced the per-partition rows).
 It also lists dynamic partition keys once per change, not once per call
-(``resources/partition_key_cache.py``, which adds a version table and two triggers; without
+(``resources/partition_key_cache.py``, which adds a table of key counts and two triggers; without
 the cache, Dagster fetches all 1,000,000 keys over the connection 30 times for each run it
 creates). Same tables and schema otherwise: an instance can switch back to
 ``dagster_postgres.PostgresEventLogStorage``.

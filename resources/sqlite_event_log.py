@@ -25,7 +25,7 @@ check event's cost and 7% of a materialization's in a profile of the dev stack's
 (docs/BENCHMARKS.md). Only "present" is remembered: tables and columns are added by migrations,
 never removed, so an answer of "absent" is asked again.
 
-Last, it caches the list of dynamic partition keys, checked against a version the database
+Last, it caches the list of dynamic partition keys, kept up to date by counts the database
 keeps (``resources/partition_key_cache.py``): Dagster lists every key of ``media_ids`` once per
 asset and per check each time it creates a run, which at 1,000,000 registered IDs took most of
 the 4.8 s of CPU a run took to create.
@@ -59,6 +59,7 @@ SQLite storage (delete the block) and the instance reads the same files, only sl
 """
 
 import os
+import sqlite3
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, cast
@@ -66,6 +67,7 @@ from typing import Any, cast
 import sqlalchemy as db
 from dagster import DagsterEventType, Field
 from dagster._config import StringSource
+from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
@@ -245,3 +247,128 @@ def store_check_plan_per_partition(storage, event, event_id) -> None:
                   evaluation_event_storage_id=event_id)
     with storage.index_connection() as conn:
         conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in partition_keys])
+
+
+# What a finished run leaves that Dagster's status and lineage still read (resources/retention.py).
+_KEPT_TYPES_MATERIALIZED = ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION")
+_KEPT_TYPES_ATTEMPTED = ("ASSET_MATERIALIZATION_PLANNED", "ASSET_FAILED_TO_MATERIALIZE")
+_RUN_STATUS_TYPES = tuple(t.value for t in EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
+CHECK_ROWS_BY_PARTITION = "klio_asset_check_executions_by_partition"
+
+
+def _quoted(types: tuple[str, ...]) -> str:
+    return ", ".join(f"'{t}'" for t in types)
+
+
+def _none_newer(table: str, row: str, same: str) -> str:
+    """SQL: no row of ``table`` newer than ``row`` matches ``same`` and has ``row``'s partition.
+    Written as two cases, so that each uses an index (Dagster's PostgreSQL index by partition
+    is partial: partition not null)."""
+    def newer(partition: str) -> str:
+        return f"NOT EXISTS (SELECT 1 FROM {table} n WHERE {same} AND {partition} AND n.id > {row}.id)"
+    return (f"(({row}.partition IS NOT NULL AND {newer(f'n.partition = {row}.partition')})"
+            f" OR ({row}.partition IS NULL AND {newer('n.partition IS NULL')}))")
+
+
+def _latest_check_row(c: str) -> str:
+    """SQL: the check row ``c`` is the latest of its check and partition."""
+    return _none_newer("asset_check_executions", c, f"n.asset_key = {c}.asset_key AND n.check_name = {c}.check_name")
+
+
+def _kept_event(e: str) -> str:
+    """SQL: the event ``e`` of a finished run is still read. It is a run status change, the latest
+    materialization or observation of its asset and partition, the latest planned (or failed)
+    attempt with no materialization after it (Dagster's Failed status), or the evaluation of a
+    check row that is still the latest of its check and partition."""
+    same_asset = f"n.asset_key = {e}.asset_key"
+    latest = _none_newer("event_logs", e, f"{same_asset} AND n.dagster_event_type = {e}.dagster_event_type")
+    unanswered = _none_newer("event_logs", e, f"{same_asset} AND n.dagster_event_type IN "
+                                              f"({e}.dagster_event_type, 'ASSET_MATERIALIZATION')")
+    checked = (f"{e}.id IN (SELECT c.evaluation_event_storage_id FROM asset_check_executions c WHERE "
+               f"c.run_id = {e}.run_id AND c.evaluation_event_storage_id IS NOT NULL AND {_latest_check_row('c')})")
+    return (f"({e}.dagster_event_type IS NOT NULL AND ({e}.dagster_event_type IN ({_quoted(_RUN_STATUS_TYPES)})"
+            f" OR ({e}.dagster_event_type IN ({_quoted(_KEPT_TYPES_MATERIALIZED)}) AND {latest})"
+            f" OR ({e}.dagster_event_type IN ({_quoted(_KEPT_TYPES_ATTEMPTED)}) AND {unanswered})"
+            f" OR {checked}))")
+
+
+def trim_run_events(storage, run_id: str) -> tuple[int, int, int]:
+    """Delete what nothing reads any more from the index (the only database on PostgreSQL) for
+    the finished run ``run_id``: its events that ``_kept_event`` does not keep, their asset tags,
+    and its check rows that a newer row of the same check and partition supersedes. One
+    transaction. Returns (events deleted, asset and check events kept, check rows deleted)."""
+    doomed = f"SELECT e.id FROM event_logs e WHERE e.run_id = :run_id AND NOT {_kept_event('e')}"
+    params = {"run_id": run_id}
+    with storage.index_transaction() as conn:
+        conn.execute(db.text(f"CREATE INDEX IF NOT EXISTS {CHECK_ROWS_BY_PARTITION} "
+                             "ON asset_check_executions (asset_key, check_name, partition, id)"))
+        conn.execute(db.text(f"DELETE FROM asset_event_tags WHERE event_id IN ({doomed})"), params)
+        events = conn.execute(db.text(f"DELETE FROM event_logs WHERE id IN ({doomed})"), params).rowcount
+        checks = conn.execute(db.text("DELETE FROM asset_check_executions WHERE run_id = :run_id "
+                                      f"AND NOT {_latest_check_row('asset_check_executions')}"), params).rowcount
+        kept = conn.execute(db.text("SELECT COUNT(*) FROM event_logs WHERE run_id = :run_id AND "
+                                    f"dagster_event_type NOT IN ({_quoted(_RUN_STATUS_TYPES)})"),
+                            params).scalar_one()
+    return events, kept, checks
+
+
+def delete_run_check_rows(storage, run_id: str) -> int:
+    """Delete the check rows of ``run_id`` (Dagster's ``delete_run`` leaves them)."""
+    with storage.index_transaction() as conn:
+        return conn.execute(AssetCheckExecutionsTable.delete().where(
+            AssetCheckExecutionsTable.c.run_id == run_id)).rowcount
+
+
+def trim_run_shard(storage, run_id: str) -> int:
+    """On SQLite, where a run's own database holds its log apart from the index: delete the events
+    of ``run_id``'s database that the index no longer holds (matched by type, asset, partition and
+    time; run status changes stay), then VACUUM that file. Returns the events deleted (0 on a
+    storage without run shards)."""
+    if not isinstance(storage, SqliteEventLogStorage):
+        return 0
+    columns = "dagster_event_type, asset_key, partition, timestamp"
+    with storage.index_connection() as conn:
+        kept = set(conn.execute(db.text(f"SELECT {columns} FROM event_logs WHERE run_id = :run_id"),
+                                {"run_id": run_id}).all())
+    with storage.run_connection(run_id) as conn:
+        rows = conn.execute(db.text(f"SELECT id, {columns} FROM event_logs")).all()
+        doomed = [row[0] for row in rows if tuple(row[1:]) not in kept and row[1] not in _RUN_STATUS_TYPES]
+        for start in range(0, len(doomed), 500):  # within SQLite's limit on bound parameters
+            conn.execute(SqlEventLogStorageTable.delete().where(SqlEventLogStorageTable.c.id.in_(doomed[start:start + 500])))
+    if doomed:
+        vacuum(storage.path_for_shard(run_id))
+    return len(doomed)
+
+
+def remove_run_shard(storage, run_id: str) -> None:
+    """On SQLite: close and delete ``run_id``'s own database file (a deleted run's events are gone
+    from it, but Dagster leaves the file)."""
+    if not isinstance(storage, SqliteEventLogStorage):
+        return
+    engines = getattr(storage, "_engines", None)
+    if engines is not None:
+        with storage._db_lock:
+            engine = engines.pop(run_id, None)
+            if engine is not None:
+                engine.dispose()
+    path = storage.path_for_shard(run_id)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.unlink(path + suffix)
+
+
+def vacuum_index(storage) -> None:
+    """VACUUM a SQLite storage's index database (nothing on other storages)."""
+    if isinstance(storage, SqliteEventLogStorage):
+        vacuum(storage.path_for_shard(INDEX_SHARD_NAME))
+
+
+def vacuum(path: str) -> None:
+    """VACUUM the SQLite database at ``path``: give the pages of deleted rows back to the disk.
+    In WAL mode the copy goes through the WAL file first: a TRUNCATE checkpoint empties it."""
+    connection = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    try:
+        connection.execute("VACUUM")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()

@@ -1,6 +1,7 @@
 """A team's code location in one call: its media assets, their job, the Pub/Sub sensor that turns
 its events into runs, the media stream and its keeper (with ``KLIO_STREAMING``), and the
-resources, as one ``Definitions``.
+resources, as one ``Definitions``; this project's own location also holds the instance's
+history retention (``jobs.retention``).
 
 This project's own location (``klio_assets.definitions``) is one; a second team's is another,
 in its own package, built the same way on top of this one's outputs::
@@ -19,6 +20,7 @@ from collections.abc import Collection, Sequence
 import dagster as dg
 
 from jobs import build_media_job
+from jobs.retention import build_retention_schedule, history_retention_job
 from klio_assets.framework.assets import build_media_assets
 from klio_assets.framework.media_asset import MediaAsset
 from klio_assets.framework.stream import STREAM_JOB, build_media_stream_job
@@ -65,6 +67,7 @@ def code_location(
         settings = settings.model_copy(update={"pubsub_topic": event_output_of(events_from, settings)})
     media_assets = _announcing(media_assets, announces if settings.pubsub_configured else ())
     prefix = "" if name == MAIN_LOCATION else f"{name}_"
+    retains = name == MAIN_LOCATION and settings.retention_days > 0  # instance-wide: one location prunes
     graph = asset_graph(media_assets)
     pubsub = settings.pubsub()
     sensor_status = dg.DefaultSensorStatus.RUNNING if settings.pubsub_configured else dg.DefaultSensorStatus.STOPPED
@@ -75,7 +78,9 @@ def code_location(
     return dg.Definitions(
         assets=[build_media_assets(media_assets, max_ids_per_run=settings.max_ids_per_run,
                                    from_other_locations=from_other_locations)],
-        jobs=[build_media_job(graph, name=prefix + "media_job"), *([stream_job] if settings.streaming else [])],
+        jobs=[build_media_job(graph, name=prefix + "media_job"), *([stream_job] if settings.streaming else []),
+              *([history_retention_job] if retains else [])],
+        schedules=[build_retention_schedule(settings.retention_days)] if retains else [],
         sensors=[build_pubsub_sensor(
             graph, max_ids_per_run=settings.max_ids_per_run, hold_while_queued=settings.sensor_hold_while_queued,
             default_status=sensor_status, name=prefix + "pubsub_media_events",

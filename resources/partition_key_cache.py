@@ -133,3 +133,17 @@ class PartitionKeyCache:
             return None
         return _Cached(epoch, added, deleted, rows[-1][0] if rows else cached.newest_id,
                        FrozenKeys([*cached.keys, *(row[1] for row in rows)]))
+
+
+_SHARED: dict[str, PartitionKeyCache] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(database: str) -> PartitionKeyCache:
+    """This process's cache for ``database`` (a path or URL that names it), shared by every storage
+    object on it. A cache per storage object was cold on every sensor tick in the daemon (py-spy:
+    one full listing per tick's run at 1,000,000 IDs), where the storage objects do not live as
+    long as the process. Sharing is safe: each answer is checked against the database's counts."""
+    with _SHARED_LOCK:
+        return _SHARED.setdefault(database, PartitionKeyCache())
+

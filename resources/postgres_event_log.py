@@ -34,7 +34,7 @@ class CompactCheckPlansPostgresEventLogStorage(PostgresEventLogStorage):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._partition_keys = partition_key_cache.PartitionKeyCache()
+        self._partition_keys = partition_key_cache.shared(self.postgres_url)
         with self.index_transaction() as conn:
             partition_key_cache.install(conn, partition_key_cache.POSTGRES_INSTALL)
 

@@ -107,7 +107,7 @@ class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
             base_dir = os.path.join(os.environ["DAGSTER_HOME"], "history", "runs")
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
-        self._partition_keys = partition_key_cache.PartitionKeyCache()
+        self._partition_keys = partition_key_cache.shared(os.path.abspath(base_dir))
         self._present: set[str] = set()  # tables, and asset-table columns as "asset_keys.<column>"
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir, inst_data)

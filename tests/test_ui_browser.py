@@ -199,9 +199,9 @@ def failed_partitions(dev, asset: str) -> set[str]:
 
 
 def test_h_a_million_media_ids_render(page, dev, tmp_path):
-    """A catalogue of 1,000,000 registered IDs (issue: a catalogue of a million): the asset graph,
-    an asset's page and its Partitions tab load and show the count. Last: it leaves the stack
-    with a million partitions."""
+    """A catalogue of 1,000,000 registered IDs: the asset graph shows the count on every node, an
+    asset's page loads, and its Partitions tab lists the IDs with the count. Last: it leaves the
+    stack with a million partitions."""
     path = tmp_path / "catalogue.txt"
     path.write_text("".join(f"catalogue/{i:07d}\n" for i in range(1_000_000)))
     registered = dev.command("klio-register", "--file", str(path), timeout_s=600)
@@ -211,10 +211,12 @@ def test_h_a_million_media_ids_render(page, dev, tmp_path):
     wait_until(lambda: page.get_by_text(count).count() >= len(AUDIO), 120,
                "every media asset node to show a million partitions", dev.log_path)
     shoot(page, "h-asset-graph-a-million")
-    visit(page, dev, "/assets/mfcc")
-    page.get_by_text(count).first.wait_for(timeout=120_000)
+    visit(page, dev, "/assets/mfcc")  # its status, description, metadata and lineage
+    page.get_by_text("Upstream assets").first.wait_for(timeout=120_000)
+    page.get_by_text("mel_spectrogram", exact=True).first.wait_for(timeout=60_000)  # its upstream asset
     shoot(page, "h-asset-page-a-million")
     visit(page, dev, "/assets/mfcc?view=partitions")
-    page.get_by_text(re.compile(r"Missing \(99\d,\d\d\d\)")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"1,000,0\d\d Partitions Selected")).first.wait_for(timeout=120_000)
+    page.get_by_text(re.compile(r"Missing \(\d{7}\)")).first.wait_for(timeout=60_000)
     page.get_by_text("catalogue/0000000", exact=True).first.wait_for(timeout=60_000)
     shoot(page, "h-partitions-a-million")

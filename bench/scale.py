@@ -147,6 +147,15 @@ def tick_seconds_for(server, instance, ids: list[str], published_at: float) -> l
             if holding & set(run_ids)]
 
 
+def tick_after_publish(stack, instance, folder: str, ids: list[str], timeout_s: float) -> float:
+    """Publish ``ids`` and return the longest of the ticks that took them (``tick_seconds_for``,
+    from when ``klio-publish`` returned)."""
+    started = time.time()
+    published_at = started + publish_and_wait(stack, instance, folder, ids, timeout_s)[0]
+    wait_for(lambda: tick_seconds_for(stack.server, instance, ids, published_at), 60, "the sensor tick to be recorded")
+    return max(tick_seconds_for(stack.server, instance, ids, published_at))
+
+
 def latest_ticks(server) -> list[dict]:
     """The sensor's latest 50 ticks, as the webserver reports them."""
     return server.query(SENSOR_TICKS, {"selector": {**LOCATION, "sensorName": SENSOR}})["sensorOrError"][
@@ -188,10 +197,7 @@ def run(ingest_n: int, scale_n: int, launch_n: int, max_ids_per_run: int = 500, 
         figures["partition_page_s"] = statistics.median(page)
 
         new_ids = [f"new-{i:04d}" for i in range(100)]
-        started = time.time()
-        published_at = started + publish_and_wait(stack, instance, folder, new_ids, timeout_s)[0]
-        wait_for(lambda: tick_seconds_for(server, instance, new_ids, published_at), 60, "the sensor tick to be recorded")
-        figures["tick_s"] = max(tick_seconds_for(server, instance, new_ids, published_at))
+        figures["tick_s"] = tick_after_publish(stack, instance, folder, new_ids, timeout_s)
 
         # (d) backfill launch
         launch_ids = instance.get_dynamic_partitions(PARTITIONS_NAME)[-launch_n:]

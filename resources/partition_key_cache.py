@@ -65,7 +65,7 @@ POSTGRES_INSTALL = [
 
 
 def install(conn, statements: Sequence[str]) -> None:
-    """Create the version table and its triggers on ``conn`` (in its transaction)."""
+    """Create the table of key counts and its triggers on ``conn`` (in its transaction)."""
     for statement in statements:
         conn.execute(db.text(statement))
 
@@ -91,7 +91,7 @@ class _Cached:
 
 
 class PartitionKeyCache:
-    """Per process: partitions definition name -> its keys, as of its counts."""
+    """For one database (``shared``): partitions definition name -> its keys, as of its counts."""
 
     def __init__(self) -> None:
         self._cached: dict[str, _Cached] = {}

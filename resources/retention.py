@@ -58,6 +58,8 @@ def prune_history(instance: dg.DagsterInstance, older_than: datetime.timedelta,
     storage = instance.event_log_storage
     pruned = Pruned()
     records = instance.get_run_records(dg.RunsFilter(statuses=FINISHED, updated_before=cutoff))
+    if records:
+        sqlite_event_log.index_check_rows_by_partition(storage)
     for run_id in [record.dagster_run.run_id for record in records]:
         events, kept, checks = sqlite_event_log.trim_run_events(storage, run_id)
         pruned.check_rows_deleted += checks

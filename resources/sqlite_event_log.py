@@ -292,6 +292,14 @@ def _kept_event(e: str) -> str:
             f" OR {checked}))")
 
 
+def index_check_rows_by_partition(storage) -> None:
+    """Add the index that makes "a newer row of this check and partition" one lookup (before the
+    first ``trim_run_events``; idempotent)."""
+    with storage.index_transaction() as conn:
+        conn.execute(db.text(f"CREATE INDEX IF NOT EXISTS {CHECK_ROWS_BY_PARTITION} "
+                             "ON asset_check_executions (asset_key, check_name, partition, id)"))
+
+
 def trim_run_events(storage, run_id: str) -> tuple[int, int, int]:
     """Delete what nothing reads any more from the index (the only database on PostgreSQL) for
     the finished run ``run_id``: its events that ``_kept_event`` does not keep, their asset tags,
@@ -300,8 +308,6 @@ def trim_run_events(storage, run_id: str) -> tuple[int, int, int]:
     doomed = f"SELECT e.id FROM event_logs e WHERE e.run_id = :run_id AND NOT {_kept_event('e')}"
     params = {"run_id": run_id}
     with storage.index_transaction() as conn:
-        conn.execute(db.text(f"CREATE INDEX IF NOT EXISTS {CHECK_ROWS_BY_PARTITION} "
-                             "ON asset_check_executions (asset_key, check_name, partition, id)"))
         conn.execute(db.text(f"DELETE FROM asset_event_tags WHERE event_id IN ({doomed})"), params)
         events = conn.execute(db.text(f"DELETE FROM event_logs WHERE id IN ({doomed})"), params).rowcount
         checks = conn.execute(db.text("DELETE FROM asset_check_executions WHERE run_id = :run_id "

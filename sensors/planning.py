@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from klio_core.run_tags import FORCE_TAG, PING_TAG
+from klio_core.run_tags import FORCE_TAG, PING_TAG, UPSTREAM_NOT_MADE_TAG
 from klio_core.wire import MediaEvent
 from pipelines.graph import selected_assets
 from resources.dagster_tags import partition_range_tags
@@ -27,6 +27,9 @@ class Received:
     event: MediaEvent
     announced: str | None = None
     """The output of another code location that the message announces (its ``asset`` attribute)."""
+    not_made: str = ""
+    """Why its media ID is dropped without being run: an input that another code location did not
+    make (``sensors.upstream_requests``)."""
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,13 @@ class RunPlan:
     force: bool
     ping: bool
     message_keys: tuple[str, ...]
+    not_made: str = ""
 
     @property
     def run_key(self) -> str:
         """Stable for the same messages and the same work, so a redelivered batch is not run twice."""
-        body = json.dumps([self.media_ids, self.assets, self.force, self.ping, sorted(self.message_keys)])
+        body = json.dumps([self.media_ids, self.assets, self.force, self.ping, sorted(self.message_keys),
+                           *([self.not_made] if self.not_made else [])])
         return "pubsub-" + hashlib.sha256(body.encode()).hexdigest()[:32]
 
     def run_request(self) -> dg.RunRequest:
@@ -49,6 +54,8 @@ class RunPlan:
             tags[FORCE_TAG] = "true"
         if self.ping:
             tags[PING_TAG] = "true"
+        if self.not_made:
+            tags[UPSTREAM_NOT_MADE_TAG] = self.not_made
         # A ping checks nothing: with no check in the run, the Checks tab keeps each check's last
         # real evaluation instead of a "Skipped" one from a run that wrote no output.
         return dg.RunRequest(run_key=self.run_key, asset_selection=[dg.AssetKey(a) for a in self.assets],
@@ -72,7 +79,7 @@ def plan_runs(received: Sequence[Received], registered: Sequence[str],
     """
     batches: dict[tuple, dict[str, list[str]]] = {}
     for item in received:
-        key = (selection_for(item, upstream), item.event.force, item.event.ping)
+        key = (selection_for(item, upstream), item.event.force, item.event.ping, item.not_made)
         if not key[0]:  # it announces an output none of these assets reads: nothing to do
             continue
         batches.setdefault(key, {}).setdefault(item.event.media_id, []).append(item.message_key)
@@ -89,10 +96,10 @@ def plan_runs(received: Sequence[Received], registered: Sequence[str],
     position.update({media_id: spacing * len(registered) + i for i, media_id in enumerate(new_ids)})
 
     plans = []
-    for (assets, force, ping), ids in batches.items():
+    for (assets, force, ping, not_made), ids in batches.items():
         for chunk in _contiguous_chunks(sorted(ids, key=position.__getitem__), position, max_ids_per_run):
             message_keys = tuple(m for media_id in chunk for m in ids[media_id])
-            plans.append(RunPlan(tuple(chunk), assets, force, ping, message_keys))
+            plans.append(RunPlan(tuple(chunk), assets, force, ping, message_keys, not_made))
     return new_ids, plans
 
 

@@ -13,7 +13,10 @@ Each tick:
    first, when there is none yet) and decodes them (``klio_core.wire``);
 3. dead-letters and acknowledges bad events at once, with the reason;
 4. acknowledges redeliveries of messages an earlier tick already recorded;
-5. returns one partitions request for the new IDs, run requests batched per
+5. in a code location built on another's outputs, holds bottom-up events whose inputs from
+   there are missing and asks for them, and runs a held event once they are announced
+   (``sensors.upstream_requests``);
+6. returns one partitions request for the new IDs, run requests batched per
    ``sensors.planning``, and a cursor holding this tick's ack IDs and the recorded messages.
 
 Delivery is at least once with no duplicate work. A crash before Dagster records the tick
@@ -30,6 +33,7 @@ messages, not a count that grows with the stream.
 """
 
 import base64
+import dataclasses
 import json
 import time
 import zlib
@@ -40,10 +44,21 @@ import dagster as dg
 from google.api_core.exceptions import GoogleAPICallError
 
 from klio_core.media_ids import PARTITIONS_NAME
+from klio_core.media_store import MediaStore
 from klio_core.wire import BadEvent, parse_event
 from resources.dagster_tags import SENSOR_NAME_TAG
-from resources.pubsub import ASSET_ATTRIBUTE, NOT_MADE, STATUS_ATTRIBUTE, PubSubResource, dead_letter, message_key
+from resources.pubsub import (
+    ASSET_ATTRIBUTE,
+    NOT_MADE,
+    REASON_ATTRIBUTE,
+    STATUS_ATTRIBUTE,
+    PubSubResource,
+    dead_letter,
+    message_key,
+)
+from resources.storage import GCSMediaStorage, LocalMediaStorage
 from sensors.planning import Received, plan_runs
+from sensors.upstream_requests import Held, answer, ask, missing_inputs
 
 REDELIVERY_GRACE_S = 120  # how long a key stays remembered after its ack was confirmed in time
 MESSAGE_RETENTION_S = 7 * 24 * 3600  # Pub/Sub's default: an unacked message is redelivered until then
@@ -56,13 +71,16 @@ class TickState:
 
     ``pending_acks``/``pending_keys``: the messages this tick recorded, acknowledged by the next
     tick; ``pulled_at``: when they were pulled (their ack deadline runs from then);
-    ``remembered``: recorded message key -> the epoch second until which it is remembered.
+    ``remembered``: recorded message key -> the epoch second until which it is remembered;
+    ``held``: media ID -> the bottom-up event held until another code location announces its
+    inputs (``sensors.upstream_requests``).
     """
 
     pending_acks: list[str] = field(default_factory=list)
     pending_keys: list[str] = field(default_factory=list)
     pulled_at: float = 0.0
     remembered: dict[str, int] = field(default_factory=dict)
+    held: dict[str, Held] = field(default_factory=dict)
 
     def dump(self) -> str:
         by_expiry: dict[int, list[str]] = {}
@@ -70,7 +88,8 @@ class TickState:
             by_expiry.setdefault(expiry, []).append(key)
         raw = json.dumps({"v": 2, "acks": self.pending_acks, "keys": self.pending_keys,
                           "pulled_at": round(self.pulled_at, 3),
-                          "remembered": {str(e): keys for e, keys in sorted(by_expiry.items())}},
+                          "remembered": {str(e): keys for e, keys in sorted(by_expiry.items())},
+                          **({"held": {m: h.to_json() for m, h in self.held.items()}} if self.held else {})},
                          separators=(",", ":"))
         return base64.b64encode(zlib.compress(raw.encode(), 9)).decode("ascii")
 
@@ -82,7 +101,8 @@ class TickState:
         if body.get("v") != 2:  # the first format: bare message IDs, which cannot be told apart
             return cls(pending_acks=body.get("pending_acks", []))
         return cls(body["acks"], body["keys"], body["pulled_at"],
-                   {key: int(e) for e, keys in body["remembered"].items() for key in keys})
+                   {key: int(e) for e, keys in body["remembered"].items() for key in keys},
+                   {m: Held.from_json(h) for m, h in body.get("held", {}).items()})
 
     def forget_expired(self, now: float) -> None:
         self.remembered = {k: e for k, e in self.remembered.items() if e > now}
@@ -100,6 +120,7 @@ def build_pubsub_sensor(
     redelivery_grace_s: int = REDELIVERY_GRACE_S,
     message_retention_s: int = MESSAGE_RETENTION_S,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    asks_upstream: bool = False,
 ) -> dg.SensorDefinition:
     """A sensor that pulls the ``pubsub`` resource's subscription and requests runs of the media
     assets named by ``upstream`` (every media asset -> the media assets it reads; see
@@ -110,10 +131,13 @@ def build_pubsub_sensor(
     ``minimum_interval_seconds`` have passed since the last one; an interval of 5 s itself would
     skip every other look (4.99 s < 5 s). So the interval is 1 s and the daemon sets the pace: a
     tick every 5 s. A tick that finds no message waits up to ``wait_for_events_s`` for the first
-    one, so an event published while a tick listens becomes a run at once, not at the next tick."""
+    one, so an event published while a tick listens becomes a run at once, not at the next tick.
+
+    ``asks_upstream``: ask the ``pubsub`` resource's ``upstream_topic`` for missing inputs from
+    another code location (step 5); the sensor then also reads the ``media_storage`` resource."""
     graph = {asset: tuple(inputs) for asset, inputs in upstream.items()}
 
-    @dg.sensor(
+    sensor = dg.sensor(
         name=name,
         asset_selection=[dg.AssetKey(a) for a in graph],
         minimum_interval_seconds=minimum_interval_seconds,
@@ -123,19 +147,32 @@ def build_pubsub_sensor(
                     "time Dagster's sensor daemon looks, every 5 s: the minimum interval shown "
                     f"({minimum_interval_seconds} s) only lets every look through.",
     )
-    def _sensor(context: dg.SensorEvaluationContext, pubsub: PubSubResource):
+
+    def _tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource, store: MediaStore | None = None):
         return evaluate_tick(context, pubsub, graph, max_ids_per_run, max_messages_per_tick,
                              redelivery_grace_s=redelivery_grace_s, message_retention_s=message_retention_s,
-                             wait_s=wait_for_events_s, hold_while_queued_as=name if hold_while_queued else None)
+                             wait_s=wait_for_events_s, hold_while_queued_as=name if hold_while_queued else None,
+                             upstream_store=store, requested_by=name)
 
-    return _sensor
+    if asks_upstream:
+        def _sensor(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
+                    media_storage: dg.ResourceParam[LocalMediaStorage | GCSMediaStorage]):
+            return _tick(context, pubsub, media_storage.store())
+    else:
+        def _sensor(context: dg.SensorEvaluationContext, pubsub: PubSubResource):  # type: ignore[misc]
+            return _tick(context, pubsub)
+
+    return sensor(_sensor)
 
 
 def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
                   upstream: dict[str, tuple[str, ...]], max_ids_per_run: int, max_messages: int, *,
                   redelivery_grace_s: int = REDELIVERY_GRACE_S, message_retention_s: int = MESSAGE_RETENTION_S,
                   clock: Callable[[], float] = time.time, wait_s: float = 0.0,
-                  hold_while_queued_as: str | None = None) -> dg.SensorResult:
+                  hold_while_queued_as: str | None = None, upstream_store: MediaStore | None = None,
+                  requested_by: str = "") -> dg.SensorResult:
+    """One tick (module docstring). ``upstream_store``: where to look for the outputs of another
+    code location, to ask ``pubsub.upstream_topic`` for those missing (step 5); none: ask nothing."""
     state = TickState.load(context.cursor)
     _acknowledge_recorded(context, pubsub, state, clock(), redelivery_grace_s)
     waiting = _queued_runs(context.instance, hold_while_queued_as) if hold_while_queued_as else 0
@@ -149,6 +186,7 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
 
     this_tick: set[str] = set()
     received, pending_acks, pending_keys, ack_now, bad = [], [], [], [], []
+    asks: list[tuple[str, tuple[str, ...]]] = []
     for message in pubsub.pull(max_messages, wait_s=wait_s, subscription_path=pubsub.sensor_subscription_path):
         key = message_key(message.message)
         if key in state.remembered:  # an earlier tick recorded it; only its ack got lost
@@ -159,17 +197,38 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
             continue
         this_tick.add(key)
         event = parse_event(message.message.data, upstream.keys())
+        attributes = message.message.attributes
         if isinstance(event, BadEvent):
             context.log.warning(f"bad event (message {message.message.message_id}): {event.reason}")
             bad.append((message, key, event.reason))
             ack_now.append((message.ack_id, key))
-        elif message.message.attributes.get(STATUS_ATTRIBUTE) in NOT_MADE:
+            continue
+        announced = attributes.get(ASSET_ATTRIBUTE)
+        if announced and not event.recipients and event.media_id in state.held:  # an answer to a request
+            still, outcome = answer(state.held.pop(event.media_id), event.media_id, announced,
+                                    attributes.get(STATUS_ATTRIBUTE, ""), attributes.get(REASON_ATTRIBUTE, ""))
+            if still:
+                state.held[event.media_id] = still
+            elif outcome.not_made:
+                context.log.warning(f"[{event.media_id}] dropped for {', '.join(outcome.event.recipients)}: "
+                                    f"{outcome.not_made}")
+            if outcome.ready or outcome.not_made:
+                received.append(Received(key, outcome.event, not_made=outcome.not_made))
+        elif attributes.get(STATUS_ATTRIBUTE) in NOT_MADE:
             ack_now.append((message.ack_id, key))  # an upstream output that was not made: nothing to run
+            continue
+        elif upstream_store and event.recipients and not event.ping and _hold(state, event, upstream, upstream_store):
+            asks.append((event.media_id, state.held[event.media_id].missing))
         else:
-            received.append(Received(key, event, message.message.attributes.get(ASSET_ATTRIBUTE)))
-            pending_acks.append(message.ack_id)
-            pending_keys.append(key)
+            received.append(Received(key, event, announced))
+        pending_acks.append(message.ack_id)
+        pending_keys.append(key)
 
+    if asks:  # before the cursor that holds them is recorded: a failed tick asks again
+        ask(pubsub, asks, requested_by)
+        for media_id, missing in asks:
+            context.log.info(f"[{media_id}] asked the code location upstream for {list(missing)} on "
+                             f"{pubsub.upstream_topic}, for {', '.join(state.held[media_id].recipients)}")
     if bad and pubsub.dead_letter_topic:
         pubsub.publish(pubsub.dead_letter_topic,
                        [dead_letter(m.message, reason, pubsub.subscription) for m, _, reason in bad])
@@ -178,32 +237,51 @@ def evaluate_tick(context: dg.SensorEvaluationContext, pubsub: PubSubResource,
         acked_at = clock()
         state.remembered.update({key: int(acked_at + redelivery_grace_s) for _, key in ack_now})
 
-    registered, whole_catalogue = _registered(context.instance, received)
+    held_ids = [media_id for media_id, _ in asks]  # a new ID is a partition from its first event
+    registered, whole_catalogue = _registered(context.instance, [item.event.media_id for item in received] + held_ids)
     new_ids, plans = plan_runs(received, registered, upstream, max_ids_per_run, whole_catalogue)
+    new_ids += [media_id for media_id in dict.fromkeys(held_ids) if media_id not in registered and media_id not in new_ids]
     for plan in plans:
         mode = "ping" if plan.ping else ("top-down" if len(plan.assets) == len(upstream) else "bottom-up")
         context.log.info(f"run {plan.run_key}: {len(plan.media_ids)} media IDs, {mode}"
-                         f"{', forced' if plan.force else ''}, assets {list(plan.assets)}")
+                         f"{', forced' if plan.force else ''}{', dropped: ' + plan.not_made if plan.not_made else ''}, "
+                         f"assets {list(plan.assets)}")
     # Until the next tick confirms their ack, recorded messages may come back for as long as
     # Pub/Sub keeps them.
     state.remembered.update({key: int(pulled_at + message_retention_s) for key in pending_keys})
     state.pending_acks, state.pending_keys, state.pulled_at = pending_acks, pending_keys, pulled_at
+    partitions = [dg.AddDynamicPartitionsRequest(PARTITIONS_NAME, new_ids)] if new_ids else None
     if not plans:
         reason = f"no new events ({len(bad)} bad)" if bad else "no new events"
-        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=state.dump())
-    return dg.SensorResult(
-        run_requests=[plan.run_request() for plan in plans],
-        dynamic_partitions_requests=[dg.AddDynamicPartitionsRequest(PARTITIONS_NAME, new_ids)] if new_ids else None,
-        cursor=state.dump(),
-    )
+        if asks:
+            reason = f"{len(asks)} bottom-up event(s) wait for their inputs from the code location upstream"
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), dynamic_partitions_requests=partitions,
+                               cursor=state.dump())
+    return dg.SensorResult(run_requests=[plan.run_request() for plan in plans],
+                           dynamic_partitions_requests=partitions, cursor=state.dump())
 
 
-def _registered(instance: dg.DagsterInstance, received: Sequence[Received]) -> tuple[Sequence[str], bool]:
+def _hold(state: TickState, event, upstream: Mapping[str, Sequence[str]], store: MediaStore) -> bool:
+    """Hold ``event`` if inputs it needs from another code location are missing (merged into an
+    event already held for its media ID, which was asked for the same inputs)."""
+    missing = missing_inputs(event, upstream, store)
+    if not missing:
+        return False
+    earlier = state.held.get(event.media_id)
+    if earlier:
+        recipients = tuple(sorted({*earlier.recipients, *event.recipients}))
+        missing = tuple(sorted({*earlier.missing, *missing}))
+        event = dataclasses.replace(event, recipients=recipients, force=earlier.force or event.force)
+    state.held[event.media_id] = Held(event.recipients, event.force, missing)
+    return True
+
+
+def _registered(instance: dg.DagsterInstance, received: Sequence[str]) -> tuple[Sequence[str], bool]:
     """What ``plan_runs`` needs of ``media_ids``: the received IDs already in it, each looked up
     alone (an indexed query), or the whole catalogue in its order when two or more are, to put
     neighbours into one run. New content, the stream's common case, never lists the catalogue,
     which at 1,000,000 IDs takes 1.8 s (dagster-io/dagster#29567 proposes batched lookups)."""
-    ids = dict.fromkeys(item.event.media_id for item in received)
+    ids = dict.fromkeys(received)
     known = [media_id for media_id in ids if instance.has_dynamic_partition(PARTITIONS_NAME, media_id)]
     if len(known) < 2:
         return known, False

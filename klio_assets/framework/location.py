@@ -87,6 +87,8 @@ def code_location(
             # the stream's retries need no second's latency: no listening for them between ticks
             wait_for_events_s=0.0 if settings.streaming else WAIT_FOR_EVENTS_S,
             minimum_interval_seconds=5 if settings.streaming else 1,
+            # with the stream on, the stream asks (and the sensor takes only its retries)
+            asks_upstream=bool(pubsub.upstream_topic and from_other_locations) and not settings.streaming,
         ), *([build_stream_sensor(stream_job, rotate_after_s=settings.stream_rotate_after_s,
                                   default_status=sensor_status, name=prefix + "media_stream_keeper")]
              if settings.streaming else [])],

@@ -34,7 +34,7 @@ import numpy as np
 import pydantic
 
 from klio_core.records import ItemResult, ItemStatus, WrittenOutput
-from klio_core.run_tags import FORCE_TAG, PING_TAG, tag_is_true
+from klio_core.run_tags import FORCE_TAG, PING_TAG, UPSTREAM_NOT_MADE_TAG, tag_is_true
 from klio_core.wire import MediaEvent, encode_event
 from pipelines.specs import ItemOutput, ItemTask
 from resources.dagster_tags import (
@@ -71,12 +71,19 @@ def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
     tasks = [media.task(context.op_config.get(media.name), force, outputs, context.run_id) for media, outputs in work]
     by_task = {media.name: (media, outputs) for media, outputs in work}
     provenance = {task.name: Provenance.of(media, task) for (media, _), task in zip(work, tasks, strict=True)}
-    context.log.info(f"one Beam pipeline on {runner.runner}: {len(ids)} media IDs through "
-                     f"{', '.join(t.name for t in tasks)}{' (forced)' if force else ''}")
-    pipeline = runner.run(tasks, store, ids, context.run_id)
+    not_made = context.run.tags.get(UPSTREAM_NOT_MADE_TAG)
+    if not_made:  # an input from another code location was not made: nothing to compute
+        context.log.info(f"{len(ids)} media IDs dropped by {', '.join(t.name for t in tasks)}: {not_made}")
+        pipeline = None
+        batches = [[ItemResult(media_id, ItemStatus.DROPPED, not_made, task=t.name) for t in tasks for media_id in ids]]
+    else:
+        context.log.info(f"one Beam pipeline on {runner.runner}: {len(ids)} media IDs through "
+                         f"{', '.join(t.name for t in tasks)}{' (forced)' if force else ''}")
+        pipeline = runner.run(tasks, store, ids, context.run_id)
+        batches = pipeline.results()
     tally = Tally()
     finished: set[str] = set()
-    for batch in pipeline.results():
+    for batch in batches:
         pointers = UpstreamPointers(context.instance, {r.media_id for r in batch})
         for task_name, results in _by_task(batch).items():  # upstream first
             media, outputs = by_task[task_name]
@@ -90,7 +97,8 @@ def run_media_assets(context: dg.AssetExecutionContext, ordered: Sequence):
         finished.update(r.media_id for r in batch)
         context.log.info(f"{len(finished)} / {len(ids)} media IDs done; per asset: {tally.progress()}")
     for media, outputs in work:
-        yield from _summaries(context, outputs, pipeline.counters.get(media.name, {}), tally, media.name)
+        counters = pipeline.counters.get(media.name, {}) if pipeline else {"received": len(ids), "dropped": len(ids)}
+        yield from _summaries(context, outputs, counters, tally, media.name)
     yield from _check_summaries(context, tally)
     if tally.failed or (tally.dropped and not tally.done):
         raise _run_failure(tally.failed, tally.dropped, any_done=bool(tally.done))

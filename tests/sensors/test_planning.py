@@ -100,3 +100,14 @@ def test_with_only_the_received_ids_looked_up_no_registered_id_joins_a_run_of_ne
                                ["old"], UPSTREAM, max_ids_per_run=10, whole_catalogue=False)
     assert new_ids == ["n1", "n2"]
     assert sorted(p.media_ids for p in plans) == [("n1", "n2"), ("old",)]
+
+
+def test_an_id_dropped_upstream_gets_a_run_of_its_own_that_says_why():
+    why = "input 'waveform' was dropped by its code location: source media not found"
+    dropped = Received("m1", MediaEvent("a", recipients=("tempo",)), not_made=why)
+    ready = Received("m2", MediaEvent("b", recipients=("tempo",)))
+    _, plans = plan_runs([dropped, ready], [], TEAM_B, max_ids_per_run=10)
+    by_id = {plan.media_ids: plan.run_request() for plan in plans}
+    assert set(by_id) == {("a",), ("b",)}  # the same assets, but not one run
+    assert by_id[("a",)].tags["klio/upstream_not_made"] == why
+    assert "klio/upstream_not_made" not in by_id[("b",)].tags

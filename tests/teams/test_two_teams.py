@@ -101,15 +101,16 @@ def team_b(settings: Settings) -> dg.Definitions:
 
 def tick(defs: dg.Definitions, instance, cursor=None) -> dg.SensorResult:
     [sensor] = defs.sensors
-    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={"pubsub": defs.resources["pubsub"]}))
+    return sensor(dg.build_sensor_context(instance=instance, cursor=cursor, resources={
+        "pubsub": defs.resources["pubsub"], "media_storage": defs.resources["media_storage"]}))
 
 
-def run(defs: dg.Definitions, request: dg.RunRequest, instance) -> dg.ExecuteInProcessResult:
+def run(defs: dg.Definitions, request: dg.RunRequest, instance, **kwargs) -> dg.ExecuteInProcessResult:
     """What the daemon runs for ``request`` (its assets, and their checks unless it names none)."""
     [assets] = defs.assets
     selection = dg.AssetSelection.assets(*request.asset_selection)
     return dg.materialize([assets], selection=selection.without_checks() if request.asset_check_keys == [] else selection,
-                          tags=request.tags, instance=instance, resources=defs.resources)
+                          tags=request.tags, instance=instance, resources=defs.resources, **kwargs)
 
 
 def test_the_media_teams_event_output_runs_the_tags_that_read_it(settings, instance, catalogue_ids, store_root):
@@ -229,6 +230,50 @@ def test_a_bottom_up_event_asks_the_media_team_for_what_is_missing_and_waits_for
     dropped = observations(instance, "tempo")[no_source]
     assert dropped["status"] == "dropped"
     assert "input 'waveform' was dropped by its code location: source media not found" in dropped["reason"]
+
+
+def test_on_the_sensor_path_a_bottom_up_event_waits_for_the_media_team_with_no_run(settings, instance, catalogue_ids):
+    team_a = code_location([waveform], announces=["waveform"], settings=settings)
+    tags = team_b(settings)
+    a_pubsub, b_pubsub = team_a.resources["pubsub"], tags.resources["pubsub"]
+    a_pubsub.ensure_exists()
+    b_pubsub.ensure_exists()
+    media_id, no_source = catalogue_ids[0], "no-such-source-either"
+    b_pubsub.publish(b_pubsub.topic, [(encode_event(MediaEvent(m, recipients=("tempo",))), {})
+                                      for m in (media_id, no_source)])
+
+    held = tick(tags, instance)
+    assert not held.run_requests  # nothing runs, no worker waits
+    [new] = held.dynamic_partitions_requests  # a partition already, which the daemon adds
+    assert sorted(new.partition_keys) == sorted([media_id, no_source])
+    instance.add_dynamic_partitions(new.partitions_def_name, list(new.partition_keys))
+    asked = a_pubsub.pull(10, wait_s=5.0)
+    a_pubsub.acknowledge([m.ack_id for m in asked], a_pubsub.subscription_path)
+    assert sorted((e.media_id, e.recipients) for e in (parse_event(m.message.data, {"waveform"}) for m in asked)) == [
+        (media_id, ("waveform",)), (no_source, ("waveform",))]
+    assert {m.message.attributes["requested_by"] for m in asked} == {"music_tags_pubsub_media_events"}
+    # the media team does it, as its own sensor would, and announces the outcome of each ID
+    assert materialize_ids([team_a.assets[0]], [media_id, no_source], instance, team_a.resources).success
+
+    answered = tick(tags, instance, held.cursor)
+    requests = {r.tags[RANGE_START_TAG]: r for r in answered.run_requests}
+    assert sorted(requests) == sorted([media_id, no_source])
+    ready, dropped = requests[media_id], requests[no_source]
+    assert [k.to_user_string() for k in ready.asset_selection] == ["tempo"] and "klio/upstream_not_made" not in ready.tags
+    assert run(tags, ready, instance).success
+    assert materialized(instance, "tempo", media_id) and not materialized(instance, "loudness", media_id)
+    assert len(instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("waveform"), asset_partitions=[media_id]), limit=10).records) == 1  # made once
+
+    reason = "input 'waveform' was dropped by its code location: source media not found"
+    assert reason in dropped.tags["klio/upstream_not_made"]
+    failed = run(tags, dropped, instance, raise_on_error=False)
+    assert not failed.success  # so Dagster marks the partition Failed
+    assert reason in observations(instance, "tempo")[no_source]["reason"]
+    assert not materialized(instance, "tempo", no_source)
+
+    again = tick(tags, instance, answered.cursor)  # acknowledges the answers: nothing comes back
+    assert not again.run_requests and not b_pubsub.pull(10, wait_s=1.0) and not a_pubsub.pull(10, wait_s=1.0)
 
 
 def materialized(instance, asset: str, media_id: str) -> bool:

@@ -10,7 +10,9 @@ catalogue size in turn, the catalogue growing from one size to the next:
 - the GraphQL queries behind the asset graph, an asset's page and its Partitions tab (median
   of 3 each);
 - the sensor tick that takes 100 new IDs (from Dagster's tick record: pull, plan, add, create),
-  counted from when ``klio-publish`` returned if the tick was already waiting for events;
+  counted from when ``klio-publish`` returned if the tick was already waiting for events: the
+  first after registering (the processes' key caches read the new keys then), and the median of
+  the next three;
 - a backfill of ``launch_n`` IDs over every media asset: the GraphQL call, then until the daemon
   has created every run, with the daemon's CPU seconds per run created, the slowest sensor
   tick meanwhile (Dagster fails a sensor evaluation after 60 s) and whether Dagster reports any
@@ -107,6 +109,9 @@ def measure(stack, instance, folder: str, size: int, launch_n: int, max_ids_per_
     since = time.time()
     new_ids = [f"new{size // 1000}k-{i:04d}" for i in range(100)]
     figures["tick_s"] = scale.tick_after_publish(stack, instance, folder, new_ids, 600)
+    figures["tick_steady_s"] = statistics.median(
+        scale.tick_after_publish(stack, instance, folder, [f"new{size // 1000}k-{k}-{i:04d}" for i in range(100)], 600)
+        for k in range(3))
 
     launch_ids = [k for k in instance.get_dynamic_partitions(PARTITIONS_NAME) if k.startswith(f"cat{size // 1000}k-")]
     launch_ids = launch_ids[:launch_n]
@@ -170,7 +175,8 @@ def main() -> int:
     print(f"| klio-register --file (IDs added) | {added} | <= 30 s for 1,000,000 |")
     for name in QUERIES:
         row(f"GraphQL: {name}, s", name, ".2f", "<= 2 s")
-    row("sensor tick taking 100 new IDs, s", "tick_s", ".2f", "<= 1 s")
+    row("sensor tick taking 100 new IDs, the first after registering, s", "tick_s", ".2f", "<= 1 s")
+    row("the same, the next 3 ticks of 100 new IDs (median), s", "tick_steady_s", ".2f", "<= 1 s")
     row("backfill launch, every media asset: GraphQL call, s", "launch_call_s", ".1f", "")
     launched = " | ".join(f"{r['launch_s']:.1f} s ({r['launch_ids']:,}, {r['launch_runs']})" for r in rows)
     print(f"| backfill launch: until all runs are created (IDs, runs) | {launched} | <= 60 s for 100,000 |")

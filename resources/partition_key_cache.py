@@ -25,6 +25,7 @@ triggers) and one statement per insert on PostgreSQL. A Dagster migration that r
 database, and nothing adds keys during a migration.
 """
 
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,28 @@ class FrozenKeys(list):
 
     append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def index(self, key, start: int = 0, stop: int = sys.maxsize) -> int:
+        """The position of ``key``, searched from both ends at once in windows that double.
+
+        Dagster finds a run's partition range by ``keys.index(start)`` and ``keys.index(end)``
+        over the whole list, about 30 times per run it creates; from the front, new content (at
+        the end of 1,000,000 keys) cost a full scan each time (py-spy: 1 s of the daemon's CPU per
+        run). Keys of a partitions definition are unique, so the first match from either end is
+        the only one; the cost is that of the nearer end, with no extra memory."""
+        if (start, stop) != (0, sys.maxsize):
+            return super().index(key, start, stop)
+        size, window = len(self), 1024
+        front, back = 0, size
+        while front < back:
+            for low, high in ((front, min(front + window, back)), (max(back - window, front), back)):
+                try:
+                    return super().index(key, low, high)
+                except ValueError:
+                    pass
+            front, back = min(front + window, back), max(back - window, front)
+            window *= 2
+        raise ValueError(f"{key!r} is not in the partition keys")
 
 
 @dataclass(frozen=True)

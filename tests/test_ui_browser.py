@@ -198,7 +198,20 @@ def failed_partitions(dev, asset: str) -> set[str]:
     return set(statuses["assetPartitionStatuses"]["failedPartitions"])
 
 
-def test_h_a_million_media_ids_render(page, dev, tmp_path):
+def test_h_one_asset_graph_across_the_two_teams(page, dev):
+    """The tags team's group shows its assets with the media team's outputs they read, as
+    upstream nodes of another location; the lineage of one of them goes back to the audio."""
+    visit(page, dev, "/locations/music_tags/asset-groups/media")
+    for asset in ("tempo", "musical_key", "loudness", "notes_summary", "waveform", "note_events"):
+        page.get_by_text(asset, exact=True).first.wait_for(timeout=60_000)
+    shoot(page, "h-the-tags-teams-graph")
+    visit(page, dev, "/assets/notes_summary?view=lineage&lineageScope=upstream&lineageDepth=5")
+    for asset in ("notes_summary", "tempo", "note_events", "waveform"):
+        page.get_by_text(asset, exact=True).first.wait_for(timeout=60_000)
+    shoot(page, "h-lineage-across-the-two-teams")
+
+
+def test_i_a_million_media_ids_render(page, dev, tmp_path):
     """A catalogue of 1,000,000 registered IDs: the asset graph shows the count on every node, an
     asset's page loads, and its Partitions tab lists the IDs with the count. Last: it leaves the
     stack with a million partitions."""
@@ -210,13 +223,13 @@ def test_h_a_million_media_ids_render(page, dev, tmp_path):
     visit(page, dev, "/locations/klio_assets/asset-groups/media")
     wait_until(lambda: page.get_by_text(count).count() >= len(AUDIO), 120,
                "every media asset node to show a million partitions", dev.log_path)
-    shoot(page, "h-asset-graph-a-million")
+    shoot(page, "i-asset-graph-a-million")
     visit(page, dev, "/assets/mfcc")  # its status, description, metadata and lineage
     page.get_by_text("Upstream assets").first.wait_for(timeout=120_000)
     page.get_by_text("mel_spectrogram", exact=True).first.wait_for(timeout=60_000)  # its upstream asset
-    shoot(page, "h-asset-page-a-million")
+    shoot(page, "i-asset-page-a-million")
     visit(page, dev, "/assets/mfcc?view=partitions")
     page.get_by_text(re.compile(r"1,000,0\d\d Partitions Selected")).first.wait_for(timeout=120_000)
     page.get_by_text(re.compile(r"Missing \(\d{7}\)")).first.wait_for(timeout=60_000)
     page.get_by_text("catalogue/0000000", exact=True).first.wait_for(timeout=60_000)
-    shoot(page, "h-partitions-a-million")
+    shoot(page, "i-partitions-a-million")

@@ -97,3 +97,28 @@ def test_keys_registered_before_the_cache_existed_are_counted_when_it_starts(hom
         with dg.DagsterInstance.get() as other:
             other.add_dynamic_partitions("ids", ["c"])
         assert reopened.get_dynamic_partitions("ids") == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 5000, 70_001])
+def test_the_cached_keys_find_a_key_where_a_list_does_from_either_end(size):
+    from resources.partition_key_cache import FrozenKeys
+
+    keys = [f"k{i}" for i in range(size)]
+    frozen = FrozenKeys(keys)
+    for position in {0, 1, size // 3, size // 2, size - 1025, size - 1024, size - 2, size - 1} & set(range(size)):
+        assert frozen.index(keys[position]) == position
+        assert frozen.index(keys[position], position) == keys.index(keys[position], position)
+    with pytest.raises(ValueError):
+        frozen.index("missing")
+    if size > 2:  # with bounds, as a list: not found outside them
+        with pytest.raises(ValueError):
+            frozen.index(keys[0], 1)
+
+
+def test_dagster_finds_a_range_at_the_end_of_the_cached_keys(home):
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("ids", [f"k{i:05d}" for i in range(20_000)])
+        partitions = dg.DynamicPartitionsDefinition(name="ids")
+        with dg.partition_loading_context(dynamic_partitions_store=instance):
+            assert partitions.get_partition_keys_in_range(dg.PartitionKeyRange("k19990", "k19999")) == [
+                f"k{i:05d}" for i in range(19_990, 20_000)]

@@ -25,10 +25,12 @@ triggers) and one statement per insert on PostgreSQL. A Dagster migration that r
 database, and nothing adds keys during a migration.
 """
 
+import operator
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import SupportsIndex
 
 import sqlalchemy as db
 
@@ -81,7 +83,7 @@ class FrozenKeys(list):
     append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
 
-    def index(self, key, start: int = 0, stop: int = sys.maxsize) -> int:
+    def index(self, key, start: SupportsIndex = 0, stop: SupportsIndex = sys.maxsize) -> int:
         """The position of ``key``, searched from both ends at once in windows that double.
 
         Dagster finds a run's partition range by ``keys.index(start)`` and ``keys.index(end)``
@@ -89,7 +91,7 @@ class FrozenKeys(list):
         the end of 1,000,000 keys) cost a full scan each time (py-spy: 1 s of the daemon's CPU per
         run). Keys of a partitions definition are unique, so the first match from either end is
         the only one; the cost is that of the nearer end, with no extra memory."""
-        if (start, stop) != (0, sys.maxsize):
+        if (operator.index(start), operator.index(stop)) != (0, sys.maxsize):
             return super().index(key, start, stop)
         size, window = len(self), 1024
         front, back = 0, size

@@ -74,6 +74,16 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
                              for a in ("tempo", "musical_key", "loudness", "notes_summary"))
         wait_until(lambda: tags("demo-000-tone") and tags("track-x"), 300, "the tags team's runs", dev.log_path)
 
+        # Bottom-up across the boundary: the tags team's sensor asks this location for the waveform
+        # of a new ID, which is made alone, and then tempo alone.
+        shutil.copy(os.path.join(data_root, "sources", "demo-002-sweep.ogg"),
+                    os.path.join(data_root, "sources", "track-y.ogg"))
+        bottom_up = dev.publish("track-y", "--bottom-up", "tempo", "--topic", "klio-media-outputs")
+        assert bottom_up.returncode == 0, bottom_up.stderr
+        made = lambda asset, ext: os.path.exists(os.path.join(data_root, asset, "track-y" + ext))  # noqa: E731
+        wait_until(lambda: made("tempo", ".csv"), 300, "tempo of track-y, after its waveform", dev.log_path)
+        assert made("waveform", ".wav") and not made("mfcc", ".npy") and not made("loudness", ".csv")
+
         # A catalogue folder registered and backfilled in one command; its IDs keep their folders.
         nested = os.path.join(data_root, "sources", "label", "2024")
         os.makedirs(nested)
@@ -81,7 +91,7 @@ def test_dev_command_serves_materializes_backfills_and_shuts_down(tmp_path):
         register = dev.command("klio-register", "--from", os.path.join(data_root, "sources"), "--backfill",
                                "--assets", "waveform")  # from a second terminal: the stack is found
         assert register.returncode == 0, register.stderr
-        assert "1 added, 6 already known, 0 rejected" in register.stdout, register.stdout
+        assert "1 added, 7 already known, 0 rejected" in register.stdout, register.stdout
         stored = os.path.join(data_root, "waveform", "label", "2024", "%54rack%201.wav")
         wait_until(lambda: os.path.exists(stored), 300, "the registered ID's backfill", dev.log_path)
 

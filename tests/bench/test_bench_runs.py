@@ -34,3 +34,13 @@ def test_cli_bench_prints_the_publish_ratio_and_every_help():
     assert run.returncode == 0, run.stderr[-3000:]
     assert re.search(r"\| ratio, median of 1 pairs \(min-max\) \| \d+\.\d\d \(", run.stdout), run.stdout
     assert len(re.findall(r"\| klio-[a-z]+ --help \| \d+\.\d\d s \|", run.stdout)) == 6, run.stdout
+
+
+def test_register_bench_registers_every_id_from_the_folder_and_the_file():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "register.py"), "--n", "300"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| folder") or line.startswith("| file")]
+    assert len(rows) == 3, run.stdout
+    first, again, from_file = rows
+    assert "300 added" in first and "0 added" in again and "300 added" in from_file, run.stdout

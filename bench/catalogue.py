@@ -1,8 +1,9 @@
 """A catalogue of a million: ``.venv/bin/python bench/catalogue.py [--sizes 100000,1000000]
-[--launch-n 100000]``.
+[--launch-n 100000] [--postgres]``.
 
 On the real local stack (``scripts/dev.sh`` with its daemon, the project's dagster.yaml on
-SQLite, the run queue held as in ``bench/scale.py``: runs are created, none executes), for each
+SQLite, or with ``--postgres`` production's storages of deploy/dagster.yaml on a throwaway
+PostgreSQL server, the run queue held as in ``bench/scale.py``: runs are created, none executes), for each
 catalogue size in turn, the catalogue growing from one size to the next:
 
 - ``klio-register --file`` of the IDs that take the catalogue to that size, run as a user runs it
@@ -24,6 +25,7 @@ Times are wall clock on a shared machine: read them beside each other, size agai
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -38,6 +40,7 @@ import scale  # noqa: E402  (bench/scale.py, beside this file)
 
 from klio_core.media_ids import PARTITIONS_NAME  # noqa: E402
 from klio_dev import bytecode  # noqa: E402
+from klio_dev.postgres import throwaway_postgres  # noqa: E402
 from klio_dev.stack import processes  # noqa: E402
 from resources.dagster_tags import BACKFILL_TAG  # noqa: E402
 
@@ -151,12 +154,17 @@ def main() -> int:
     parser.add_argument("--sizes", default="100000,1000000", help="catalogue sizes, ascending")
     parser.add_argument("--launch-n", type=int, default=100_000, help="IDs in each size's backfill")
     parser.add_argument("--max-ids-per-run", type=int, default=500)
+    parser.add_argument("--postgres", action="store_true",
+                        help="the storages of deploy/dagster.yaml on a throwaway PostgreSQL, not SQLite")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     print(bytecode.summary())
     rows = []
-    with tempfile.TemporaryDirectory(prefix="bench-catalogue-") as folder, \
-            scale.stack_with_held_queue(folder, args.max_ids_per_run) as (stack, instance):
+    with contextlib.ExitStack() as stack_of:
+        postgres_url = stack_of.enter_context(throwaway_postgres()) if args.postgres else None
+        folder = stack_of.enter_context(tempfile.TemporaryDirectory(prefix="bench-catalogue-"))
+        stack, instance = stack_of.enter_context(scale.stack_with_held_queue(folder, args.max_ids_per_run, postgres_url))
+        print(f"storage: {'PostgreSQL (deploy/dagster.yaml)' if postgres_url else 'SQLite (dagster.yaml)'}", flush=True)
         for i, size in enumerate(sizes):
             figures, backfill_id = measure(stack, instance, folder, size, args.launch_n, args.max_ids_per_run)
             rows.append(figures)

@@ -52,12 +52,19 @@ query Ticks($selector: SensorSelector!) {
 
 
 @contextmanager
-def stack_with_held_queue(folder: str, max_ids_per_run: int):
+def stack_with_held_queue(folder: str, max_ids_per_run: int, postgres_url: str | None = None):
+    """The dev stack with the project's dagster.yaml, its run queue held; with ``postgres_url``,
+    the three storages of deploy/dagster.yaml (production's) on that database instead of SQLite."""
     home = os.path.join(folder, "home")
     os.makedirs(home, exist_ok=True)
     with open(os.path.join(ROOT, "dagster.yaml")) as f:
         settings = yaml.safe_load(f)
     settings["concurrency"]["runs"]["max_concurrent_runs"] = 0  # queue runs, execute none
+    if postgres_url:
+        with open(os.path.join(ROOT, "deploy", "dagster.yaml")) as f:
+            deploy = yaml.safe_load(f)
+        settings.update({name: {**deploy[name], "config": {"postgres_url": postgres_url}}
+                         for name in ("run_storage", "event_log_storage", "schedule_storage")})
     with open(os.path.join(home, "dagster.yaml"), "w") as f:
         yaml.safe_dump(settings, f)
     os.environ["KLIO_SENSOR_HOLD_WHILE_QUEUED"] = "false"  # the queue never moves: the sensor must not wait for it

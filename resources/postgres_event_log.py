@@ -11,8 +11,10 @@ waits for the same upstream fix (dagster-io/dagster#33231 introduced the per-par
 It also lists dynamic partition keys once per change, not once per call
 (``resources/partition_key_cache.py``, which adds a table of key counts and two triggers; without
 the cache, Dagster fetches all 1,000,000 keys over the connection 30 times for each run it
-creates). Same tables and schema otherwise: an instance can switch back to
-``dagster_postgres.PostgresEventLogStorage``.
+creates). And it plans a run's materializations in one event per asset, read back per partition
+(``PlannedSubsetsMixin`` in the SQLite adapter's module). Same tables and schema otherwise: an
+instance can switch back to ``dagster_postgres.PostgresEventLogStorage`` (a run planned by this
+storage and still failed then shows its IDs Missing, not Failed).
 
 Used by ``deploy/dagster.yaml``. Dagster's Helm chart writes the event log storage class itself
 (``PostgresEventLogStorage``, in its instance ConfigMap), so a Helm deployment keeps Dagster's
@@ -25,12 +27,13 @@ from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
 
 from resources import partition_key_cache
-from resources.sqlite_event_log import store_check_plan_per_partition
+from resources.sqlite_event_log import PlannedSubsetsMixin, store_check_plan_per_partition
 
 
-class CompactCheckPlansPostgresEventLogStorage(PostgresEventLogStorage):
-    """``PostgresEventLogStorage`` whose PLANNED check rows do not repeat the run's key list, and
-    whose dynamic partition keys are listed once per change (``resources/partition_key_cache.py``)."""
+class CompactCheckPlansPostgresEventLogStorage(PlannedSubsetsMixin, PostgresEventLogStorage):
+    """``PostgresEventLogStorage`` whose PLANNED check rows do not repeat the run's key list, whose
+    planned materializations are one event per asset (``PlannedSubsetsMixin``), and whose dynamic
+    partition keys are listed once per change (``resources/partition_key_cache.py``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -9,7 +9,8 @@ run, exactly what Dagster's statuses and lineage read:
 
 - the latest materialization and observation of each asset and partition, with its tags;
 - a planned (or failed) attempt with no materialization after it: Dagster shows Failed from it
-  and the run's status, so the run record stays too;
+  and the run's status, so the run record stays too (a run over partitions plans each asset in
+  one event holding its partitions, ``PlannedSubsetsMixin``: kept if the run failed);
 - the check rows that are still the latest of their check and partition, and their events;
 - the run's status changes.
 
@@ -30,6 +31,7 @@ import datetime
 import dagster as dg
 
 from resources import sqlite_event_log
+from resources.dagster_tags import PARTITION_TAG, RANGE_START_TAG
 
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
@@ -60,8 +62,11 @@ def prune_history(instance: dg.DagsterInstance, older_than: datetime.timedelta,
     records = instance.get_run_records(dg.RunsFilter(statuses=FINISHED, updated_before=cutoff))
     if records:
         sqlite_event_log.index_check_rows_by_partition(storage)
-    for run_id in [record.dagster_run.run_id for record in records]:
-        events, kept, checks = sqlite_event_log.trim_run_events(storage, run_id)
+    for run in [record.dagster_run for record in records]:
+        run_id = run.run_id
+        events, kept, checks = sqlite_event_log.trim_run_events(
+            storage, run_id, run_failed=run.status == dg.DagsterRunStatus.FAILURE,
+            run_partitioned=bool({PARTITION_TAG, RANGE_START_TAG} & set(run.tags)))
         pruned.check_rows_deleted += checks
         if kept:
             pruned.events_deleted += events + sqlite_event_log.trim_run_shard(storage, run_id)

@@ -9,7 +9,7 @@ database file open (the ``_db_lock`` that guards the parent's ``_connect`` alrea
 their use) and sets ``synchronous=NORMAL``, SQLite's recommended setting in WAL mode: a
 transaction is durable once the WAL is synced at a checkpoint, and the database cannot be
 corrupted by a crash. Same files, same schema, same layout: an instance can switch back and
-forth.
+forth (a failed run planned by this storage then shows its IDs Missing, not Failed, below).
 
 It also writes a batch of events (``store_event_batch``) in one transaction per database,
 where Dagster's SQLite storage writes them one by one. Dagster hands over batches only when
@@ -32,8 +32,10 @@ the 4.8 s of CPU a run took to create.
 
 And it stores a planned check as Dagster does, a PLANNED row per partition, but without
 repeating the run's partition keys in each row (``store_check_plan_per_partition``): Dagster's
-rows grow as N² for a run of N IDs. ``resources/postgres_event_log.py`` applies that one change
-to Dagster's PostgreSQL storage.
+rows grow as N² for a run of N IDs. And a run's planned materializations as one event per asset
+holding the run's partitions, read back per partition (``PlannedSubsetsMixin``), where Dagster
+writes one per asset and partition. ``resources/postgres_event_log.py`` applies those two
+changes and the key cache to Dagster's PostgreSQL storage.
 
 Used by the local ``dagster.yaml`` (``dagster dev``); production uses PostgreSQL.
 
@@ -48,7 +50,9 @@ module waits for upstream (checked 2026-11-26):
   are requested is slow, and batched lookups are proposed instead;
 - dagster-io/dagster#19618 (bulk writes of an op's events) was closed as stale without a hook;
 - the per-partition PLANNED check rows came with dagster-io/dagster PR #33231 (merged), which
-  writes the whole event into each; no issue upstream asks for smaller rows yet.
+  writes the whole event into each; no issue upstream asks for smaller rows yet;
+- planned events are written synchronously at run creation (#33831), and Failed needs one per
+  partition in Dagster's OSS storages; a per-partition failure state (#17836) would end that.
 
 ``tests/resources/test_sqlite_event_log.py`` runs it against the Dagster that
 ``requirements.lock`` pins, which ``scripts/lock.sh`` refreshes to the newest release the
@@ -58,6 +62,7 @@ than the lock breaks it, point ``event_log_storage`` in ``dagster.yaml`` back at
 SQLite storage (delete the block) and the instance reads the same files, only slower.
 """
 
+import json
 import os
 import sqlite3
 from collections import OrderedDict
@@ -68,7 +73,9 @@ import sqlalchemy as db
 from dagster import DagsterEventType, Field
 from dagster._config import StringSource
 from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.base import PlannedMaterializationInfo
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
     AssetKeyTable,
@@ -81,7 +88,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorageWatchdog,
 )
 from dagster_shared.record import replace as record_replace
-from dagster_shared.serdes import serialize_value
+from dagster_shared.serdes import deserialize_value, serialize_value
 from sqlalchemy.pool import StaticPool
 from watchdog.observers import Observer
 
@@ -96,7 +103,90 @@ MIRRORED_ASSET_EVENTS = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventTyp
                          DagsterEventType.ASSET_FAILED_TO_MATERIALIZE}
 
 
-class KeptOpenSqliteEventLogStorage(SqliteEventLogStorage):
+class PlannedSubsetsMixin:
+    """Planned materializations stored as Dagster's ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``
+    stores them, one event per asset holding the run's partition subset, and read back per
+    partition, so that Dagster's Failed and in-progress statuses and a partition's latest run stay
+    what they are with an event per partition.
+
+    Dagster writes a planned event per asset and partition when it creates a run: 6,500 for a
+    run of 500 media IDs, most of the 1.4 s of daemon CPU such a run takes to create
+    (docs/BENCHMARKS.md). With one per asset, run creation costs 0.34 s, but Dagster's SQL
+    storages find a partition's planned attempts only in events that name one partition
+    (``_latest_event_ids_by_partition_subquery``), so a failed run would leave its IDs Missing.
+    The two readers of those attempts are answered here from both kinds of planned event: the
+    attempts without a later materialization (the partition status cache's only source of Failed
+    and in-progress partitions) and a partition's latest planned run (the UI's "latest run" of a
+    partition). Dagster's own answers for older per-partition events are kept and merged."""
+
+    @property
+    def supports_partition_subset_in_asset_materialization_planned_events(self) -> bool:
+        return True
+
+    def get_latest_asset_partition_materialization_attempts_without_materializations(
+            self, asset_key, after_storage_id: int | None = None):
+        attempts = dict(super().get_latest_asset_partition_materialization_attempts_without_materializations(  # type: ignore[misc]
+            asset_key, after_storage_id=after_storage_id))
+        planned: dict[str, tuple[str, int]] = {}
+        for storage_id, run_id, keys in self._planned_subsets(asset_key, after_storage_id):
+            planned.update(dict.fromkeys(keys, (run_id, storage_id)))  # ascending: the latest wins
+        if not planned:
+            return attempts
+        made = self._latest_materialization_ids(asset_key, list(planned))
+        for partition, (run_id, storage_id) in planned.items():
+            if made.get(partition, 0) > storage_id or attempts.get(partition, ("", 0))[1] > storage_id:
+                continue
+            attempts[partition] = (run_id, storage_id)
+        return attempts
+
+    def get_latest_planned_materialization_info(self, asset_key, partition: str | None = None):
+        info = super().get_latest_planned_materialization_info(asset_key, partition)  # type: ignore[misc]
+        if partition is None:  # the latest planned event of any kind: Dagster's own answer
+            return info
+        # a prefilter (each match is read back): the key as JSON writes it, with LIKE's wildcards escaped
+        escaped = json.dumps(partition)[1:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        for storage_id, run_id, keys in self._planned_subsets(asset_key, None, newest_first=True, like=pattern):
+            if info is not None and info.storage_id > storage_id:
+                break
+            if partition in keys:
+                return PlannedMaterializationInfo(storage_id=storage_id, run_id=run_id)
+        return info
+
+    def _planned_subsets(self, asset_key, after_storage_id: int | None, newest_first: bool = False,
+                         like: str | None = None):
+        """(storage ID, run ID, partition keys) of the asset's planned events with a partition
+        subset, after ``after_storage_id``, oldest first (or newest first); ``like``: only
+        those whose serialised event matches that SQL pattern."""
+        table = SqlEventLogStorageTable
+        query = db.select(table.c.id, table.c.run_id, table.c.event).where(
+            table.c.asset_key == asset_key.to_string(), table.c.partition.is_(None),
+            table.c.dagster_event_type == DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value)
+        if after_storage_id is not None:
+            query = query.where(table.c.id > after_storage_id)
+        if like is not None:
+            query = query.where(table.c.event.like(like, escape="\\"))
+        query = self._add_assets_wipe_filter_to_query(  # type: ignore[attr-defined]
+            query, self._get_assets_details([asset_key]), [asset_key])  # type: ignore[attr-defined]
+        query = query.order_by(table.c.id.desc() if newest_first else table.c.id.asc())
+        with self.index_connection() as conn:  # type: ignore[attr-defined]
+            for storage_id, run_id, body in conn.execute(query):
+                subset = deserialize_value(body, EventLogEntry).get_dagster_event().partitions_subset
+                if subset is not None:
+                    yield storage_id, run_id, subset.get_partition_keys()
+
+    def _latest_materialization_ids(self, asset_key, partitions: list[str]) -> dict[str, int]:
+        latest: dict[str, int] = {}
+        for start in range(0, len(partitions), 1000):
+            subquery = self._latest_event_ids_by_partition_subquery(  # type: ignore[attr-defined]
+                asset_key, [DagsterEventType.ASSET_MATERIALIZATION], asset_partitions=partitions[start:start + 1000])
+            with self.index_connection() as conn:  # type: ignore[attr-defined]
+                latest.update({row.partition: row.id for row in conn.execute(
+                    db.select(subquery.c.partition, subquery.c.id))})
+        return latest
+
+
+class KeptOpenSqliteEventLogStorage(PlannedSubsetsMixin, SqliteEventLogStorage):
     """``SqliteEventLogStorage`` with a persistent connection per shard. ``base_dir`` defaults to
     where Dagster's default SQLite storage keeps event logs, ``$DAGSTER_HOME/history/runs``."""
 
@@ -275,18 +365,24 @@ def _latest_check_row(c: str) -> str:
     return _none_newer("asset_check_executions", c, f"n.asset_key = {c}.asset_key AND n.check_name = {c}.check_name")
 
 
-def _kept_event(e: str) -> str:
+def _kept_event(e: str, run_failed: bool, run_partitioned: bool) -> str:
     """SQL: the event ``e`` of a finished run is still read. It is a run status change, the latest
     materialization or observation of its asset and partition, the latest planned (or failed)
     attempt with no materialization after it (Dagster's Failed status), or the evaluation of a
-    check row that is still the latest of its check and partition."""
+    check row that is still the latest of its check and partition. In a run over partitions, a
+    planned event of no partition holds the run's partition subset (``PlannedSubsetsMixin``
+    reads each of its IDs back): kept when the run failed, and only then."""
     same_asset = f"n.asset_key = {e}.asset_key"
     latest = _none_newer("event_logs", e, f"{same_asset} AND n.dagster_event_type = {e}.dagster_event_type")
     unanswered = _none_newer("event_logs", e, f"{same_asset} AND n.dagster_event_type IN "
                                               f"({e}.dagster_event_type, 'ASSET_MATERIALIZATION')")
     checked = (f"{e}.id IN (SELECT c.evaluation_event_storage_id FROM asset_check_executions c WHERE "
                f"c.run_id = {e}.run_id AND c.evaluation_event_storage_id IS NOT NULL AND {_latest_check_row('c')})")
+    subset = f"{e}.dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED' AND {e}.partition IS NULL"
+    if run_partitioned:
+        unanswered = f"{unanswered} AND NOT ({subset})"
     return (f"({e}.dagster_event_type IS NOT NULL AND ({e}.dagster_event_type IN ({_quoted(_RUN_STATUS_TYPES)})"
+            f"{f' OR ({subset})' if run_partitioned and run_failed else ''}"
             f" OR ({e}.dagster_event_type IN ({_quoted(_KEPT_TYPES_MATERIALIZED)}) AND {latest})"
             f" OR ({e}.dagster_event_type IN ({_quoted(_KEPT_TYPES_ATTEMPTED)}) AND {unanswered})"
             f" OR {checked}))")
@@ -300,12 +396,15 @@ def index_check_rows_by_partition(storage) -> None:
                              "ON asset_check_executions (asset_key, check_name, partition, id)"))
 
 
-def trim_run_events(storage, run_id: str) -> tuple[int, int, int]:
+def trim_run_events(storage, run_id: str, run_failed: bool = False, run_partitioned: bool = False
+                    ) -> tuple[int, int, int]:
     """Delete what nothing reads any more from the index (the only database on PostgreSQL) for
-    the finished run ``run_id``: its events that ``_kept_event`` does not keep, their asset tags,
-    and its check rows that a newer row of the same check and partition supersedes. One
-    transaction. Returns (events deleted, asset and check events kept, check rows deleted)."""
-    doomed = f"SELECT e.id FROM event_logs e WHERE e.run_id = :run_id AND NOT {_kept_event('e')}"
+    the finished run ``run_id`` (which failed or not, over partitions or not): its events that
+    ``_kept_event`` does not keep, their asset tags, and its check rows that a newer row of the
+    same check and partition supersedes. One transaction. Returns (events deleted, asset and
+    check events kept, check rows deleted)."""
+    keeps = _kept_event("e", run_failed, run_partitioned)
+    doomed = f"SELECT e.id FROM event_logs e WHERE e.run_id = :run_id AND NOT {keeps}"
     params = {"run_id": run_id}
     with storage.index_transaction() as conn:
         conn.execute(db.text(f"DELETE FROM asset_event_tags WHERE event_id IN ({doomed})"), params)

@@ -7,17 +7,21 @@ import dagster as dg
 import pytest
 
 
+def dagster_class(instance) -> type:
+    """Dagster's storage class that the project's event log storage extends."""
+    return next(c for c in type(instance.event_log_storage).__mro__ if c.__module__.startswith("dagster"))
+
+
 def dagster_listing(instance, name: str) -> list[str]:
     """Dagster's own listing, past the cache."""
-    return list(type(instance.event_log_storage).__mro__[1].get_dynamic_partitions(instance.event_log_storage, name))
+    return list(dagster_class(instance).get_dynamic_partitions(instance.event_log_storage, name))
 
 
 def spy_on_listings(instance, monkeypatch) -> list[str]:
     """The names that Dagster's own (uncached) listing is called for, from now on."""
     listings: list[str] = []
-    dagster_class = type(instance.event_log_storage).__mro__[1]
-    dagsters = dagster_class.get_dynamic_partitions
-    monkeypatch.setattr(dagster_class, "get_dynamic_partitions",
+    dagsters = dagster_class(instance).get_dynamic_partitions
+    monkeypatch.setattr(dagster_class(instance), "get_dynamic_partitions",
                         lambda self, name: (listings.append(name), dagsters(self, name))[1])
     return listings
 

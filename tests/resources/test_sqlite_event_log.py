@@ -108,26 +108,41 @@ def half_then_fail(context):
     raise dg.Failure("the second half failed")
 
 
-def test_planned_events_are_written_in_batches_and_failed_partitions_still_show(tmp_path, monkeypatch):
-    """Creating a run writes one planned event per partition, in one batch; Dagster's partition
-    statuses (materialized, failed) come out as with its own storage."""
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    write_instance_yaml(tmp_path, "kept-open")
-    batches = []
-    original = KeptOpenSqliteEventLogStorage.store_event_batch
-    monkeypatch.setattr(KeptOpenSqliteEventLogStorage, "store_event_batch",
-                        lambda self, events: (batches.append(len(events)), original(self, events))[1])
-    ids = [f"id-{n:03d}" for n in range(40)]
+def planned_events(instance, run_id: str) -> list:
+    return [e.get_dagster_event() for e in instance.all_logs(run_id)
+            if e.is_dagster_event and e.get_dagster_event().event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED]
+
+
+def test_one_planned_event_per_asset_and_failed_partitions_still_show(home):
+    """Creating a run writes one planned event per asset, holding the run's partitions (both
+    storages); Dagster's partition statuses (materialized, failed), a partition's latest run and
+    a retry come out as with an event per partition."""
+    ids = [f"id_{n:03d}" for n in range(40)]
     with dg.DagsterInstance.get() as instance:
-        assert os.environ["DAGSTER_EVENT_BATCH_SIZE"] == "1000"  # turned on by the storage
         instance.add_dynamic_partitions("ids", ids)
         result = dg.materialize([half_then_fail], instance=instance, raise_on_error=False, tags={
             RANGE_START_TAG: ids[0], RANGE_END_TAG: ids[-1]})
         assert not result.success
-        assert 40 in batches  # the 40 planned events, as one batch
+        [planned] = planned_events(instance, result.run_id)
+        assert sorted(planned.partitions_subset.get_partition_keys()) == ids
         status = instance.get_status_by_partition(dg.AssetKey("y"), ids, media)
         assert {k for k, v in status.items() if v.value == "MATERIALIZED"} == set(ids[:20])
         assert {k for k, v in status.items() if v.value == "FAILED"} == set(ids[20:])
+        info = instance.event_log_storage.get_latest_planned_materialization_info(dg.AssetKey("y"), ids[30])
+        assert info is not None and info.run_id == result.run_id
+        assert instance.event_log_storage.get_latest_planned_materialization_info(dg.AssetKey("y"), "id_9") is None
+
+        # a retry of the failed ten (a second run, materializing half of them) answers those it made
+        again = dg.materialize([half_then_fail], instance=instance, raise_on_error=False, tags={
+            RANGE_START_TAG: ids[20], RANGE_END_TAG: ids[39]})
+        instance.wipe_asset_cached_status([dg.AssetKey("y")])
+        status = instance.get_status_by_partition(dg.AssetKey("y"), ids, media)
+        assert {k for k, v in status.items() if v.value == "MATERIALIZED"} == set(ids[:30])
+        assert {k for k, v in status.items() if v.value == "FAILED"} == set(ids[30:])
+        assert instance.event_log_storage.get_latest_planned_materialization_info(
+            dg.AssetKey("y"), ids[35]).run_id == again.run_id
+        assert instance.event_log_storage.get_latest_planned_materialization_info(
+            dg.AssetKey("y"), ids[5]).run_id == result.run_id
 
 
 @dg.asset_check(asset="x", partitions_def=media)
@@ -140,7 +155,7 @@ def test_present_tables_and_columns_are_asked_once_absent_ones_every_time(tmp_pa
     table's columns for every asset event; once present, the answer is kept."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     write_instance_yaml(tmp_path, "kept-open")
-    parent = KeptOpenSqliteEventLogStorage.__mro__[1]
+    parent = next(c for c in KeptOpenSqliteEventLogStorage.__mro__ if c.__module__.startswith("dagster"))
     asked = []
     for name in ("has_table", "_has_asset_key_col_on_connection"):
         original = getattr(parent, name)

@@ -73,6 +73,20 @@ def in_dependency_order(specs: Sequence[S], reserved: Iterable[str] = ()) -> lis
         raise ValueError(f"media assets depend on each other in a cycle: {e.args[1]}") from e
 
 
+def dependency_levels(ordered: Sequence[S]) -> list[list[str]]:
+    """The names of ``ordered``'s functions (upstream first) by level: a function's level is one
+    past the highest of the functions it reads from (0 if it reads none of them), so a level
+    reads only the levels before it."""
+    producer = {o.asset: spec.name for spec in ordered for o in spec.outputs}
+    depth: dict[str, int] = {}
+    for spec in ordered:
+        depth[spec.name] = 1 + max((depth[producer[u]] for u in spec.upstream if u in producer), default=-1)
+    levels: list[list[str]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
+    for spec in ordered:
+        levels[depth[spec.name]].append(spec.name)
+    return levels
+
+
 def chain_for(ordered: Sequence[S], selected: Sequence[str]) -> list[S]:
     """The functions (of ``ordered``, upstream first) that produce the ``selected`` assets or are
     named by them, and every function upstream of those, in order. ``KeyError`` names the

@@ -37,6 +37,10 @@ holding the run's partitions, read back per partition (``PlannedSubsetsMixin``),
 writes one per asset and partition. ``resources/postgres_event_log.py`` applies those two
 changes and the key cache to Dagster's PostgreSQL storage.
 
+And ``log_asset_events`` lets an op store its own asset events as one batch, as Dagster
+stores the materializations it derives from an op's outputs: the media stream reports a media
+ID's materializations in one write per database instead of one per event.
+
 Used by the local ``dagster.yaml`` (``dagster dev``); production uses PostgreSQL.
 
 This is the project's one module on Dagster's private API (``dagster._core`` storage classes and
@@ -48,7 +52,8 @@ module waits for upstream (checked 2026-11-26):
 - dagster-io/dagster#30172 (open): the SQLite storage is slow to read and write at volume;
 - dagster-io/dagster#29567 (open pull request): listing every dynamic partition key when runs
   are requested is slow, and batched lookups are proposed instead;
-- dagster-io/dagster#19618 (bulk writes of an op's events) was closed as stale without a hook;
+- dagster-io/dagster#19618 (bulk writes of an op's events) was closed as stale without a hook,
+  so ``log_asset_events`` builds the events with Dagster's batch metadata itself;
 - the per-partition PLANNED check rows came with dagster-io/dagster PR #33231 (merged), which
   writes the whole event into each; no issue upstream asks for smaller rows yet;
 - planned events are written synchronously at run creation (#33831), and Failed needs one per
@@ -65,14 +70,17 @@ SQLite storage (delete the block) and the instance reads the same files, only sl
 import json
 import os
 import sqlite3
+import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
+import dagster as dg
 import sqlalchemy as db
 from dagster import DagsterEventType, Field
 from dagster._config import StringSource
-from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS
+from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS, DagsterEvent, DagsterEventBatchMetadata
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.base import PlannedMaterializationInfo
@@ -477,3 +485,28 @@ def vacuum(path: str) -> None:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         connection.close()
+
+
+def log_asset_events(context: dg.OpExecutionContext,
+                     events: Sequence[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation]) -> None:
+    """Store an op's own asset events, each as ``context.log_event`` stores it, but the
+    materializations and observations as one batch (``store_event_batch``: one transaction per
+    database here and in ``resources/postgres_event_log.py``), and the check evaluations after
+    them (Dagster has no batch for those). Stored when this returns, as with ``log_event``.
+
+    Unlike ``log_event``, it does not also keep each event for the op's result until the op
+    returns: a stream run that reports for an hour would hold every event it stored in memory.
+    Dagster batches only when ``DAGSTER_EVENT_BATCH_SIZE`` is set (this storage sets it); else
+    the events are stored one by one."""
+    step = context.get_step_execution_context()
+    batched = [e for e in events if isinstance(e, dg.AssetMaterialization | dg.AssetObservation)]
+    batch_id = uuid.uuid4().hex
+    for i, event in enumerate(batched):
+        end = DagsterEventBatchMetadata(batch_id, is_end=i == len(batched) - 1)
+        if isinstance(event, dg.AssetMaterialization):
+            DagsterEvent.asset_materialization(step, event, end)
+        else:
+            DagsterEvent.asset_observation(step, event, end)
+    for event in events:
+        if isinstance(event, dg.AssetCheckEvaluation):
+            DagsterEvent.asset_check_evaluation(step, event)

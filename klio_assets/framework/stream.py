@@ -14,8 +14,10 @@ Per message:
    already in flight wait for it (the second then finds fresh outputs, unless forced);
 4. report every output of the ID, as the batch step does (``media_run.report_output``):
    materializations of exactly that partition, with the run that wrote them; a failed check;
-   a dropped or failed ID's observation with its reason. Each is stored when ``log_event``
-   returns. A dropped or failed ID is then published to the retry topic as a bottom-up event of
+   a dropped or failed ID's observation with its reason. IDs that finish together are reported
+   together, one dependency level at a time, each level's events stored in one write
+   (``resources.sqlite_event_log.log_asset_events``) before the next level points at them.
+   A dropped or failed ID is then published to the retry topic as a bottom-up event of
    what it lacks, and the Pub/Sub sensor runs it as an ordinary batch run, so that a second
    failure shows Failed by Dagster's own rule;
 5. then, and only then, acknowledge the message. A crash anywhere before leaves it unacked, and
@@ -63,11 +65,12 @@ from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.records import ItemResult, ItemStatus
 from klio_core.wire import BadEvent, MediaEvent, encode_event, parse_event
 from pipelines import stream_worker
-from pipelines.graph import asset_graph, downstream_of, tasks_for_event
+from pipelines.graph import asset_graph, dependency_levels, downstream_of, tasks_for_event
 from pipelines.streaming import decode_result
 from pipelines.transforms import ProcessEventFn
 from resources.dagster_tags import MAX_RETRIES_TAG
 from resources.pubsub import ASSET_ATTRIBUTE, NOT_MADE, REASON_ATTRIBUTE, STATUS_ATTRIBUTE, dead_letter
+from resources.sqlite_event_log import log_asset_events
 
 STREAM_JOB = "media_stream_job"
 STREAM_TAG = "klio/stream"
@@ -120,6 +123,7 @@ class MediaStream:
         self.provenance = {task.name: Provenance.of(self.media[task.name], task) for task in self.tasks}
         self.known_assets = frozenset(o.asset for task in self.tasks for o in task.outputs)
         self.graph = asset_graph(self.tasks)
+        self.levels = dependency_levels(self.tasks)
         self.inbox: queue.Queue = queue.Queue()
         self.in_flight: dict[str, Any] = {}  # media ID -> its message
         self.waiting: dict[str, collections.deque] = collections.defaultdict(collections.deque)
@@ -145,10 +149,8 @@ class MediaStream:
         last_busy = time.monotonic()
         try:
             while True:
-                try:
-                    kind, item = self.inbox.get(timeout=0.5)
-                except queue.Empty:
-                    kind, item = None, None
+                items = self._next_items()
+                if not items:
                     idle_s = time.monotonic() - last_busy
                     if self.config.stop_after_idle_s and not self.in_flight and not self.asked \
                             and idle_s >= self.config.stop_after_idle_s:
@@ -156,10 +158,12 @@ class MediaStream:
                         break
                 else:
                     last_busy = time.monotonic()
-                if kind == "message":
-                    self._take(item, executor)
-                elif kind == "done":
-                    self._finish(*item)
+                for kind, item in items:
+                    if kind == "message":
+                        self._take(item, executor)
+                finished = [item for kind, item in items if kind == "done"]
+                if finished:
+                    self._finish(finished, executor)
                 if time.monotonic() >= next_progress:
                     next_progress = time.monotonic() + self.config.progress_interval_s
                     self._log_progress()
@@ -173,6 +177,19 @@ class MediaStream:
                 executor.close()
             self._log_progress()
 
+    def _next_items(self) -> list[tuple[str, Any]]:
+        """What the inbox holds: waits up to 0.5 s for the first item, then takes every item
+        already there, so that IDs finished together are reported together."""
+        try:
+            items = [self.inbox.get(timeout=0.5)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                return items
+
     def _drain(self) -> None:
         """Nack every message not acknowledged yet: Pub/Sub delivers them again at once."""
         pending = list(self.in_flight.values()) + [m for waiting in self.waiting.values() for m, _ in waiting] \
@@ -183,8 +200,8 @@ class MediaStream:
             except queue.Empty:
                 break
             pending.append(item if kind == "message" else item[0])
-        for message in pending:
-            message.nack()
+        if pending:
+            pending[0].intake.settle(pending, ack=False)
         if pending:
             self.context.log.info(f"drained: {len(pending)} message(s) not acknowledged go back to Pub/Sub")
         self.in_flight.clear()
@@ -203,7 +220,7 @@ class MediaStream:
                 message.ack()
                 return
             self._ensure_partition(done.media_id)
-            self._report(message, done, results)
+            self.report([(message, done, results)])
             return
         event = parse_event(message.data, self.known_assets)
         if isinstance(event, BadEvent):
@@ -261,7 +278,7 @@ class MediaStream:
                       f"{attributes.get(REASON_ATTRIBUTE, 'no reason given')}")
             dropped = [ItemResult(media_id, ItemStatus.DROPPED, reason, task=task.name)
                        for task in tasks_for_event(self.tasks, event.recipients, event.force)]
-            self._report(held, dataclasses.replace(event, recipients=()), dropped)
+            self.report([(held, dataclasses.replace(event, recipients=()), dropped)])
         elif not missing:
             del self.asked[media_id]
             if media_id in self.in_flight:
@@ -274,54 +291,94 @@ class MediaStream:
         self._ensure_partition(event.media_id)
         self.in_flight[event.media_id] = message
         future = executor.submit(event)
-        future.add_done_callback(lambda f: self.inbox.put(("done", (message, event, f, executor))))
+        future.add_done_callback(lambda f: self.inbox.put(("done", (message, event, f))))
 
-    def _finish(self, message, event: MediaEvent, future, executor) -> None:
-        try:
-            results = future.result()
-        except Exception as e:  # the worker died, or its result could not come back
-            results = [ItemResult(event.media_id, ItemStatus.FAILED, f"on the worker: {type(e).__name__}: {e}",
-                                  task=task.name) for task in tasks_for_event(self.tasks, event.recipients, event.force)]
-        self._report(message, event, results)
-        del self.in_flight[event.media_id]
-        if self.waiting.get(event.media_id):
-            next_message, next_event = self.waiting[event.media_id].popleft()
-            self._start(next_message, next_event, executor)
-        else:
-            self.waiting.pop(event.media_id, None)
+    def _finish(self, finished: Sequence[tuple[Any, MediaEvent, Any]], executor) -> None:
+        """IDs whose work is done (one message each, distinct IDs): reported together, then the
+        next event waiting for each ID starts."""
+        reports = []
+        for message, event, future in finished:
+            try:
+                results = future.result()
+            except Exception as e:  # the worker died, or its result could not come back
+                results = [ItemResult(event.media_id, ItemStatus.FAILED, f"on the worker: {type(e).__name__}: {e}",
+                                      task=task.name)
+                           for task in tasks_for_event(self.tasks, event.recipients, event.force)]
+            reports.append((message, event, results))
+        self.report(reports)
+        for _, event, _ in finished:
+            media_id = event.media_id
+            del self.in_flight[media_id]
+            if self.waiting.get(media_id):
+                next_message, next_event = self.waiting[media_id].popleft()
+                self._start(next_message, next_event, executor)
+            else:
+                self.waiting.pop(media_id, None)
 
-    def _report(self, message, event: MediaEvent, results: Sequence[ItemResult]) -> None:
-        """Every event of the ID stored, its event output and retry published, then the ack."""
-        lacking = []
-        pointers = UpstreamPointers(self.context.instance, [event.media_id])
-        for result in results:  # upstream first
-            media = self.media[result.task]
-            self.tally.add(result.task, [result])
-            self.counts[str(result.status)] += 1
-            for output in media.outputs:
-                for dagster_event in report_output(self.context, self.provenance[media.name], pointers, output,
-                                                   {event.media_id: result}, self.tally):
-                    self.context.log_event(dagster_event)
-            # a failed or dropped ID is announced by its batch retry, if it has one (a second try)
-            if media.event_output and (result.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED)
-                                       or not self.retry_topic):
-                publish_event_output(self.context, media, media.outputs, [event.media_id],
-                                     {event.media_id: str(result.status)}, force=event.force,
-                                     reasons={event.media_id: result.reason} if result.reason else None)
-            if result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
-                lacking += [o.asset for o in media.outputs]
-        log_problems(self.context, results)
-        if lacking and self.retry_topic:
-            retry = MediaEvent(event.media_id, force=event.force, recipients=tuple(lacking))
-            self.pubsub.publish(self.retry_topic, [(encode_event(retry), {"reason": "failed or dropped in the stream"})])
-        self.counts["ids"] += 1
-        message.ack()
+    def report(self, reports: Sequence[tuple[Any, MediaEvent, Sequence[ItemResult]]]) -> None:
+        """Every event of these IDs (one message each) stored, their event output and retries
+        published, then the acks.
+
+        The Dagster events are stored one dependency level at a time, each level's in one write
+        (``log_asset_events``), so that a downstream materialization's tags can point at its
+        upstream's stored materialization (``UpstreamPointers``, read once per upstream asset)."""
+        pointers = UpstreamPointers(self.context.instance, [event.media_id for _, event, _ in reports])
+        by_task: dict[str, dict[str, ItemResult]] = collections.defaultdict(dict)
+        for _, event, results in reports:
+            for result in results:
+                by_task[result.task][event.media_id] = result
+                self.counts[str(result.status)] += 1
+        for level in self.levels:
+            dagster_events = []
+            for name in level:
+                results = by_task.get(name)
+                if results:
+                    self.tally.add(name, list(results.values()))
+                    for output in self.media[name].outputs:
+                        dagster_events += report_output(self.context, self.provenance[name], pointers, output,
+                                                        results, self.tally)
+            if dagster_events:
+                log_asset_events(self.context, dagster_events)
+        self._publish_event_output(reports)
+        retries = []
+        for _, event, results in reports:
+            log_problems(self.context, results)
+            lacking = [o.asset for result in results if result.status in (ItemStatus.DROPPED, ItemStatus.FAILED)
+                       for o in self.media[result.task].outputs]
+            if lacking and self.retry_topic:
+                retry = MediaEvent(event.media_id, force=event.force, recipients=tuple(lacking))
+                retries.append((encode_event(retry), {"reason": "failed or dropped in the stream"}))
+        if retries:
+            self.pubsub.publish(self.retry_topic, retries)
+        self.counts["ids"] += len(reports)
+        Held.ack_all([message for message, _, _ in reports])
+
+    def _publish_event_output(self, reports: Sequence[tuple[Any, MediaEvent, Sequence[ItemResult]]]) -> None:
+        """Each media asset with an event output announces its outputs for these IDs, forced
+        events apart. A failed or dropped ID is announced by its batch retry, if it has one (a
+        second try)."""
+        for name, media in self.media.items():
+            if not media.event_output:
+                continue
+            for force in (False, True):
+                statuses, reasons = {}, {}
+                for _, event, results in reports:
+                    result = next((r for r in results if r.task == name), None)
+                    if result is None or event.force != force or not (
+                            result.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED) or not self.retry_topic):
+                        continue
+                    statuses[event.media_id] = str(result.status)
+                    if result.reason:
+                        reasons[event.media_id] = result.reason
+                if statuses:
+                    publish_event_output(self.context, media, media.outputs, list(statuses), statuses, force=force,
+                                         reasons=reasons or None)
 
     def _ping(self, message, event: MediaEvent) -> None:
         tasks = tasks_for_event(self.tasks, event.recipients, False)
         self._ensure_partition(event.media_id)
-        for dagster_event in ping_events(self.context, [o.asset for t in tasks for o in t.outputs], [event.media_id]):
-            self.context.log_event(dagster_event)
+        log_asset_events(self.context, list(ping_events(self.context, [o.asset for t in tasks for o in t.outputs],
+                                                        [event.media_id])))
         for task in tasks:
             media = self.media[task.name]
             if media.event_output:  # Klio passes pings downstream
@@ -370,10 +427,16 @@ class Held:
         self.intake = intake
 
     def ack(self) -> None:
-        self.intake.settle(self, ack=True)
+        self.intake.settle([self], ack=True)
 
     def nack(self) -> None:
-        self.intake.settle(self, ack=False)
+        self.intake.settle([self], ack=False)
+
+    @staticmethod
+    def ack_all(messages: Sequence["Held"]) -> None:
+        """Acknowledge ``messages`` (pulled by one intake) in one request."""
+        if messages:
+            messages[0].intake.settle(messages, ack=True)
 
 
 class Intake:
@@ -433,14 +496,16 @@ class Intake:
             self.subscriber.modify_ack_deadline(request={"subscription": self.subscription, "ack_ids": ack_ids,
                                                          "ack_deadline_seconds": self.ack_deadline_s})
 
-    def settle(self, held: Held, ack: bool) -> None:
+    def settle(self, messages: Sequence[Held], ack: bool) -> None:
+        """Acknowledge ``messages``, or give them back, in one request (those still held)."""
         with self.lock:
-            if self.held.pop(held.ack_id, None) is None:
-                return
+            ack_ids = [m.ack_id for m in messages if self.held.pop(m.ack_id, None) is not None]
+        if not ack_ids:
+            return
         if ack:
-            self.subscriber.acknowledge(request={"subscription": self.subscription, "ack_ids": [held.ack_id]})
+            self.subscriber.acknowledge(request={"subscription": self.subscription, "ack_ids": ack_ids})
         else:
-            self.subscriber.modify_ack_deadline(request={"subscription": self.subscription, "ack_ids": [held.ack_id],
+            self.subscriber.modify_ack_deadline(request={"subscription": self.subscription, "ack_ids": ack_ids,
                                                          "ack_deadline_seconds": 0})
 
     def stop(self) -> None:

@@ -10,13 +10,22 @@ import pytest
 
 from klio_assets import Waveform, build_media_assets, media_asset
 from klio_assets.builtin.audio import AUDIO_ASSETS, waveform
-from klio_assets.framework.stream import STREAM_JOB, build_media_stream_job
+from klio_assets.framework.stream import (
+    STREAM_JOB,
+    Held,
+    Intake,
+    MediaStream,
+    StreamConfig,
+    build_media_stream_job,
+)
 from klio_core.media_ids import PARTITIONS_NAME
 from klio_core.wire import MediaEvent, encode_event, parse_event
 from pipelines.streaming import encode_result
 from pipelines.transforms import ProcessEventFn
 from resources.beam import BeamRunner
+from resources.dagster_tags import INPUT_EVENT_POINTER_TAG_PREFIX
 from resources.pubsub import PubSubResource
+from resources.sqlite_event_log import KeptOpenSqliteEventLogStorage
 from resources.storage import LocalMediaStorage
 from sensors.stream_sensor import keep_stream
 from tests.conftest import materialized_partitions, observations, pinged
@@ -197,3 +206,51 @@ def test_result_messages_of_a_streaming_beam_job_are_reported_then_acked(instanc
         assert materialized_partitions(instance, asset) == {catalogue_ids[3]}, asset
     assert catalogue_ids[3] in instance.get_dynamic_partitions(PARTITIONS_NAME)
     assert pubsub.pull(10, wait_s=1.0, subscription_path=path) == []  # both acknowledged
+
+
+def test_ids_finished_together_are_stored_one_write_per_level_and_point_at_their_upstream(
+        tmp_path, monkeypatch, store_root, catalogue_ids, pubsub):
+    """Two IDs that finish together: their materializations are stored in one write per
+    dependency level (waveform, mel_spectrogram, mfcc: three), on the project's event log; each
+    downstream materialization points at its own ID's upstream materialization; then both
+    messages are acknowledged, in one request."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    batches: list[list[str]] = []
+    original = KeptOpenSqliteEventLogStorage.store_event_batch
+    monkeypatch.setattr(KeptOpenSqliteEventLogStorage, "store_event_batch", lambda self, events: (
+        batches.append([e.get_dagster_event().asset_key.to_user_string() for e in events]), original(self, events))[1])
+    ids = catalogue_ids[:2]
+    publish(pubsub, *(MediaEvent(i) for i in ids))
+    pulled: list[Held] = []
+    intake = Intake(pubsub.subscriber, pubsub.subscription_path, 2, 60, pulled.append)
+    deadline = time.monotonic() + 30
+    while len(pulled) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    intake.stop()
+    acks: list[list[str]] = []
+    acknowledge = pubsub.subscriber.acknowledge
+    monkeypatch.setattr(pubsub.subscriber, "acknowledge", lambda request: (
+        acks.append(request["ack_ids"]), acknowledge(request=request))[1])
+
+    @dg.op(required_resource_keys={"media_storage", "beam_runner", "pubsub"})
+    def finish_two(context):
+        stream = MediaStream(context, FEATURES, StreamConfig(), retry_topic=None)
+        work = ProcessEventFn(stream.tasks, stream.store)
+        events = [parse_event(m.data, stream.known_assets) for m in pulled]
+        context.instance.add_dynamic_partitions(PARTITIONS_NAME, [e.media_id for e in events])
+        stream.report([(m, e, work.results_for(e)) for m, e in zip(pulled, events, strict=True)])
+
+    with dg.instance_for_test(overrides={"event_log_storage": {
+            "module": "resources.sqlite_event_log", "class": "KeptOpenSqliteEventLogStorage"}}) as instance:
+        job = dg.GraphDefinition(name="finish_two", node_defs=[finish_two]).to_job(executor_def=dg.in_process_executor)
+        assert job.execute_in_process(instance=instance, resources=stream_resources(store_root, pubsub)).success
+        assert batches == [["waveform"] * 2, ["mel_spectrogram"] * 2, ["mfcc"] * 2]
+        assert [sorted(a) for a in acks] == [sorted(m.ack_id for m in pulled)]
+        assert pending(pubsub) == 0
+        for media_id in ids:
+            latest = {asset: instance.fetch_materializations(dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(asset), asset_partitions=[media_id]), limit=1).records[0]
+                for asset in ("waveform", "mel_spectrogram", "mfcc")}
+            for downstream, upstream in (("mel_spectrogram", "waveform"), ("mfcc", "mel_spectrogram")):
+                tags = latest[downstream].asset_materialization.tags
+                assert tags[INPUT_EVENT_POINTER_TAG_PREFIX + upstream] == str(latest[upstream].storage_id)

@@ -12,8 +12,15 @@ and the versions of the upstream outputs it was computed from. An output is fres
 fingerprint matches and its upstream outputs have not been rewritten since, so recomputing
 ``waveform`` makes ``mel_spectrogram`` stale too. A replaced source file is not detected: force
 the run, as in Klio.
+
+Outputs and records are written by a thread of the pass (``_Writer``), in order, while the next
+function computes: a write waits on the disk (an fsync each) or on the object store, and on a
+warm worker that wait would leave its core idle. ``process_chain`` returns once every write is
+durable; an output that could not be written fails its task then, and drops what read it.
 """
 
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -51,13 +58,44 @@ def _load_source(store: MediaStore, media_id: str) -> SourceMedia:
     return SourceMedia(media_id, *found)
 
 
+class _Writer:
+    """Writes one pass's outputs, each with its record after it, in the order given, in a thread
+    of its own; ``finish`` waits for them all and returns the outputs that could not be written,
+    with the error."""
+
+    def __init__(self, store: MediaStore):
+        self.store = store
+        self.pending: queue.SimpleQueue = queue.SimpleQueue()
+        self.failed: dict[str, str] = {}  # asset -> error
+        self.thread = threading.Thread(target=self._write_all, name="klio-output-writer", daemon=True)
+        self.thread.start()
+
+    def write(self, asset: str, objects: list[tuple[str, bytes]]) -> None:
+        self.pending.put((asset, objects))
+
+    def _write_all(self) -> None:
+        while (item := self.pending.get()) is not None:
+            asset, objects = item
+            try:
+                for uri, data in objects:
+                    self.store.write_bytes(uri, data)
+            except Exception as e:
+                self.failed[asset] = f"{type(e).__name__}: {e}"
+
+    def finish(self) -> dict[str, str]:
+        self.pending.put(None)
+        self.thread.join()
+        return self.failed
+
+
 class _Pass:
     """What one media ID's pass through a chain knows so far: the values computed (or read) in
     this pass, the records of upstream outputs, and why an upstream is not available."""
 
-    def __init__(self, store: MediaStore, media_id: str):
+    def __init__(self, store: MediaStore, media_id: str, writer: _Writer):
         self.store = store
         self.media_id = media_id
+        self.writer = writer
         self.values: dict[str, Any] = {}
         self.records: dict[str, OutputRecord | None] = {}
         self.unavailable: dict[str, tuple[str, str]] = {}  # asset -> (asset at the root, what happened)
@@ -141,10 +179,9 @@ def _process(task: ItemTask, state: _Pass) -> ItemResult:
     store, media_id = state.store, state.media_id
     retries = 0
     try:
-        missing = [f"input '{a}' {cause}" if root == a else f"input '{a}' was not produced: '{root}' {cause}"
-                   for a in task.upstream if a in state.unavailable for root, cause in [state.unavailable[a]]]
+        missing = _missing_inputs(task, state.unavailable)
         if missing:
-            raise _Dropped("; ".join(missing))
+            raise _Dropped(missing)
         # Read before the inputs themselves: an upstream rewrite after this makes the output stale.
         input_versions = {a: record.version if (record := state.record(a)) else None for a in task.upstream}
         records = None if task.force else _fresh_records(task, state, input_versions)
@@ -169,8 +206,7 @@ def _process(task: ItemTask, state: _Pass) -> ItemResult:
             uri = store.output_uri(output.asset, media_id, output.codec.suffix)
             record = OutputRecord(task.fingerprint, task.code_version, version, input_versions, task.run_id,
                                   metadata, checks)
-            store.write_bytes(uri, data)
-            store.write_bytes(store.record_uri(output.asset, media_id), record.to_json())
+            state.writer.write(output.asset, [(uri, data), (store.record_uri(output.asset, media_id), record.to_json())])
             state.values[output.asset] = value
             state.records[output.asset] = record
             outputs[output.asset] = WrittenOutput(uri, version, metadata, checks, inputs=input_versions)
@@ -185,11 +221,45 @@ def _process(task: ItemTask, state: _Pass) -> ItemResult:
         result = ItemResult(media_id, ItemStatus.FAILED, reason=f"{type(e).__name__}: {e}",
                             seconds=time.perf_counter() - started, retries=retries)
     result.task = task.name
-    upstream_cause = next((state.unavailable[a] for a in task.upstream if a in state.unavailable), None)
+    _mark_unavailable(task, result, state.unavailable)
+    return result
+
+
+def _missing_inputs(task: ItemTask, unavailable: dict[str, tuple[str, str]]) -> str:
+    """Why ``task`` cannot run in this pass: its inputs that are unavailable, and why ('' if none)."""
+    return "; ".join(f"input '{a}' {cause}" if root == a else f"input '{a}' was not produced: '{root}' {cause}"
+                     for a in task.upstream if a in unavailable for root, cause in [unavailable[a]])
+
+
+def _mark_unavailable(task: ItemTask, result: ItemResult, unavailable: dict[str, tuple[str, str]]) -> None:
+    """Record that ``task``'s outputs are not available downstream, for a result that failed or was dropped."""
+    upstream_cause = next((unavailable[a] for a in task.upstream if a in unavailable), None)
     for output in task.outputs:
         verb = "failed" if result.status == ItemStatus.FAILED else "was dropped"
-        state.unavailable[output.asset] = upstream_cause or (output.asset, f"{verb} in this pass ({result.reason})")
-    return result
+        unavailable[output.asset] = upstream_cause or (output.asset, f"{verb} in this pass ({result.reason})")
+
+
+def _after_failed_writes(tasks: Sequence[ItemTask], results: list[ItemResult],
+                         failed: dict[str, str]) -> list[ItemResult]:
+    """The pass's results once its writes are done: a task with an output that could not be
+    written failed, and a task that read it (or what it left unmade) is dropped, as if the write
+    had failed in the task itself."""
+    unavailable: dict[str, tuple[str, str]] = {}
+    final = []
+    for task, result in zip(tasks, results, strict=True):
+        if result.status == ItemStatus.MATERIALIZED:
+            missing = _missing_inputs(task, unavailable)
+            unwritten = [o.asset for o in task.outputs if o.asset in failed]
+            if missing:
+                result = ItemResult(result.media_id, ItemStatus.DROPPED, reason=missing, seconds=result.seconds,
+                                    task=task.name)
+            elif unwritten:
+                result = ItemResult(result.media_id, ItemStatus.FAILED, seconds=result.seconds, retries=result.retries,
+                                    reason=f"could not write '{unwritten[0]}': {failed[unwritten[0]]}", task=task.name)
+        if result.status in (ItemStatus.DROPPED, ItemStatus.FAILED):
+            _mark_unavailable(task, result, unavailable)
+        final.append(result)
+    return final
 
 
 def process_chain(tasks: Sequence[ItemTask], store: MediaStore, media_id: str) -> list[ItemResult]:
@@ -206,5 +276,10 @@ def process_chain(tasks: Sequence[ItemTask], store: MediaStore, media_id: str) -
         validate_media_id(media_id)
     except InvalidMediaId as e:
         return [ItemResult(str(media_id), ItemStatus.FAILED, reason=str(e), task=task.name) for task in tasks]
-    state = _Pass(store, media_id)
-    return [_process(task, state) for task in tasks]
+    writer = _Writer(store)
+    try:
+        state = _Pass(store, media_id, writer)
+        results = [_process(task, state) for task in tasks]
+    finally:
+        failed = writer.finish()
+    return _after_failed_writes(tasks, results, failed) if failed else results

@@ -193,9 +193,9 @@ def _process(task: ItemTask, state: _Pass) -> ItemResult:
                               task=task.name)
         value, retries = _call_with_retries(task, call_kwargs(task, _load_inputs(task, state)))
         values = outputs_of(task, value)
-        missing = [o.asset for o in task.outputs if not isinstance(values, dict) or o.asset not in values]
-        if missing:
-            raise ValueError(f"'{task.name}' must return a dict with a value for each output; missing {missing}")
+        absent = [o.asset for o in task.outputs if not isinstance(values, dict) or o.asset not in values]
+        if absent:
+            raise ValueError(f"'{task.name}' must return a dict with a value for each output; missing {absent}")
         outputs = {}
         version = uuid.uuid4().hex
         for output in task.outputs:

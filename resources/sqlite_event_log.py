@@ -507,6 +507,6 @@ def log_asset_events(context: dg.OpExecutionContext,
             DagsterEvent.asset_materialization(step, event, end)
         else:
             DagsterEvent.asset_observation(step, event, end)
-    for event in events:
-        if isinstance(event, dg.AssetCheckEvaluation):
-            DagsterEvent.asset_check_evaluation(step, event)
+    for evaluation in events:
+        if isinstance(evaluation, dg.AssetCheckEvaluation):
+            DagsterEvent.asset_check_evaluation(step, evaluation)

@@ -331,12 +331,12 @@ class MediaStream:
         for level in self.levels:
             dagster_events = []
             for name in level:
-                results = by_task.get(name)
-                if results:
-                    self.tally.add(name, list(results.values()))
+                by_id = by_task.get(name)
+                if by_id:
+                    self.tally.add(name, list(by_id.values()))
                     for output in self.media[name].outputs:
                         dagster_events += report_output(self.context, self.provenance[name], pointers, output,
-                                                        results, self.tally)
+                                                        by_id, self.tally)
             if dagster_events:
                 log_asset_events(self.context, dagster_events)
         self._publish_event_output(reports)

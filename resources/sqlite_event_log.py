@@ -97,6 +97,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 )
 from dagster_shared.record import replace as record_replace
 from dagster_shared.serdes import deserialize_value, serialize_value
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
 from watchdog.observers import Observer
 
@@ -270,11 +271,26 @@ class KeptOpenSqliteEventLogStorage(PlannedSubsetsMixin, SqliteEventLogStorage):
                       if e.get_dagster_event().event_type in MIRRORED_ASSET_EVENTS]
             self._store_asset_event_tags(conn, [e for e, _ in assets], [i for _, i in assets])
             last_per_asset = {e.get_dagster_event().asset_key: (e, i) for e, i in assets}
-            for event, event_id in last_per_asset.values():
-                self._store_asset_event(conn, event, event_id)
+            self._store_asset_entries(conn, list(last_per_asset.values()))
         for event, event_id in zip(events, event_ids, strict=True):  # these open their own connection
             if event.get_dagster_event().event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
                 self.store_asset_check_event(event, event_id)
+
+    def _store_asset_entries(self, conn, events: list[tuple[EventLogEntry, int]]) -> None:
+        """Each asset's row in the asset table as ``_store_asset_event`` leaves it after the
+        event, in one upsert per kind of event: Dagster's tries an insert and, when the asset has a
+        row, catches the conflict and updates it (two statements and an exception per event)."""
+        has_index_columns = self._has_asset_key_index_cols_on_connection(conn)
+        by_columns: dict[tuple[str, ...], list[dict]] = {}
+        for event, event_id in events:
+            values = self._get_asset_entry_values(event, event_id, has_index_columns)
+            asset_key = event.get_dagster_event().asset_key
+            if values and asset_key is not None:
+                by_columns.setdefault(tuple(sorted(values)), []).append({"asset_key": asset_key.to_string(), **values})
+        for columns, rows in by_columns.items():
+            upsert = sqlite_insert(AssetKeyTable)
+            conn.execute(upsert.on_conflict_do_update(index_elements=[AssetKeyTable.c.asset_key],
+                                                      set_={c: upsert.excluded[c] for c in columns}), rows)
 
     def has_table(self, table_name: str) -> bool:
         if table_name not in self._present and super().has_table(table_name):

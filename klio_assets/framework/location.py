@@ -32,6 +32,8 @@ from sensors.stream_sensor import build_stream_sensor
 MAIN_LOCATION = "klio_assets"
 """The name of this project's own code location, whose names (topics, jobs, sensors) are the
 unprefixed defaults."""
+STREAM_RETRY_INTERVAL_S = 30
+"""With the stream on, how often the Pub/Sub sensor looks for the IDs it failed or dropped."""
 
 
 def code_location(
@@ -84,9 +86,11 @@ def code_location(
         sensors=[build_pubsub_sensor(
             graph, max_ids_per_run=settings.max_ids_per_run, hold_while_queued=settings.sensor_hold_while_queued,
             default_status=sensor_status, name=prefix + "pubsub_media_events",
-            # the stream's retries need no second's latency: no listening for them between ticks
+            # the stream's retries need no second's latency: no listening for them between ticks,
+            # and a tick every STREAM_RETRY_INTERVAL_S (every tick costs the code server and the
+            # daemon CPU, which an idle stack pays: docs/BENCHMARKS.md)
             wait_for_events_s=0.0 if settings.streaming else WAIT_FOR_EVENTS_S,
-            minimum_interval_seconds=5 if settings.streaming else 1,
+            minimum_interval_seconds=STREAM_RETRY_INTERVAL_S if settings.streaming else 1,
             # with the stream on, the stream asks (and the sensor takes only its retries)
             asks_upstream=bool(pubsub.upstream_topic and from_other_locations) and not settings.streaming,
         ), *([build_stream_sensor(stream_job, rotate_after_s=settings.stream_rotate_after_s,

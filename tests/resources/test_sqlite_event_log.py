@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
-from resources.sqlite_event_log import KeptOpenSqliteEventLogStorage
+from resources.sqlite_event_log import KeptOpenSqliteEventLogStorage, log_asset_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 media = dg.DynamicPartitionsDefinition(name="ids")
@@ -219,3 +219,48 @@ def test_a_check_planned_over_n_ids_stores_rows_whose_size_does_not_grow_with_n(
     assert len(kept_sizes) == len(own_sizes) == n - n // 10  # the failed rows hold their evaluation
     assert min(own_sizes) > n * len(ids[0])  # every key of the run, in each of Dagster's rows
     assert max(kept_sizes) < 1000
+
+
+def asset_table(instance, keys: list[dg.AssetKey]) -> dict:
+    """What the asset table says of each asset: its last materialization (partition, run, and
+    whether it is the latest one stored) and the run last seen."""
+    out = {}
+    for record in instance.get_asset_records(keys):
+        entry = record.asset_entry
+        last = entry.last_materialization_record
+        [latest] = instance.fetch_materializations(entry.asset_key, limit=1).records
+        out[entry.asset_key.to_user_string()] = (last.event_log_entry.dagster_event.partition, last.run_id == latest.run_id,
+                                                 last.storage_id == latest.storage_id, entry.last_run_id is not None)
+    return out
+
+
+@pytest.mark.parametrize("storage", ["dagster", "kept-open"])
+def test_an_ops_asset_events_in_one_batch_leave_the_asset_table_as_one_by_one(tmp_path, monkeypatch, storage):
+    """``log_asset_events`` (one write for the materializations and observations, the asset
+    table upserted) and ``context.log_event`` (Dagster's, event by event) leave the same asset
+    table: new assets, assets with a row, and an observation after a materialization."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    write_instance_yaml(tmp_path, storage)
+    keys = [dg.AssetKey(name) for name in ("a", "b", "c")]
+
+    def events(partition: str) -> list:
+        return [dg.AssetMaterialization(asset_key=k, partition=partition, metadata={"n": 1}) for k in keys]
+
+    @dg.op
+    def report(context):
+        context.instance.add_dynamic_partitions("ids", ["p1", "p2", "p3"])
+        if storage == "dagster":
+            for event in [*events("p1"), *events("p2"), dg.AssetObservation(asset_key="a", partition="p3")]:
+                context.log_event(event)
+        else:
+            log_asset_events(context, events("p1"))  # three new rows
+            log_asset_events(context, events("p2"))  # three rows updated
+            log_asset_events(context, [dg.AssetObservation(asset_key="a", partition="p3")])
+
+    with dg.DagsterInstance.get() as instance:
+        assert dg.GraphDefinition(name="report", node_defs=[report]).to_job().execute_in_process(
+            instance=instance).success
+        assert asset_table(instance, keys) == {k.to_user_string(): ("p2", True, True, True) for k in keys}
+        assert instance.get_latest_materialization_event(dg.AssetKey("c")).dagster_event.partition == "p2"
+        [observed] = instance.fetch_observations(dg.AssetKey("a"), limit=1).records
+        assert observed.partition_key == "p3"

@@ -191,7 +191,7 @@ class CpuByRole:
         the stack used."""
         totals = self.totals()
         used = sum(totals.values()) / (self.wall_s * CORES)
-        return (f"| {name} | {used:.0%} | "
+        return (f"| {name} | {used:.1%} | "
                 + ", ".join(f"{role} {1000 * s / per:.0f}" for role, s in totals.items() if s >= 0.05) + " |")
 
 

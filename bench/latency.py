@@ -118,8 +118,8 @@ class Stream:
         runs = {}
         out = {}
         for media_id in media_ids:
-            if media_id not in last:
-                continue
+            if media_id not in last or any((a, media_id) not in shown for a in self.assets):
+                continue  # not done: a run may be reporting it while this reads
             stamp, run_id = last[media_id]
             if run_id not in runs:
                 runs[run_id] = self.instance.get_run_record_by_id(run_id)

@@ -201,8 +201,7 @@ class MediaStream:
                 break
             pending.append(item if kind == "message" else item[0])
         if pending:
-            pending[0].intake.settle(pending, ack=False)
-        if pending:
+            pending[0].intake.settle(pending, ack=False)  # one request
             self.context.log.info(f"drained: {len(pending)} message(s) not acknowledged go back to Pub/Sub")
         self.in_flight.clear()
         self.waiting.clear()

@@ -448,7 +448,6 @@ class Intake:
     """
 
     POLL_S = 5.0
-    GIVE_BACK_S = 5.0
 
     def __init__(self, subscriber, subscription: str, capacity: int, ack_deadline_s: int,
                  deliver: Callable[[Held], None]):
@@ -504,12 +503,9 @@ class Intake:
             return
         if ack:
             self.subscriber.acknowledge(request={"subscription": self.subscription, "ack_ids": ack_ids})
-            return
-        try:  # bounded: a stream that stops with the stack must not wait on a stopping emulator
+        else:
             self.subscriber.modify_ack_deadline(request={"subscription": self.subscription, "ack_ids": ack_ids,
-                                                         "ack_deadline_seconds": 0}, timeout=self.GIVE_BACK_S)
-        except (GoogleAPICallError, RetryError):
-            pass  # not given back now: Pub/Sub delivers them again when their lease runs out
+                                                         "ack_deadline_seconds": 0})
 
     def stop(self) -> None:
         """No more pulls; what a pull still brings back is given back."""
@@ -548,7 +544,7 @@ class _DaskExecutor:
         return self.client.submit(stream_worker.results_for, self.stream_key, self.pickled, event, pure=False)
 
     def close(self) -> None:
-        self.client.close(timeout=5)  # the scheduler may be stopping with the stack
+        self.client.close()
 
 
 def _executor(runner, fn: ProcessEventFn, stream_key: str) -> "_ThreadExecutor | _DaskExecutor":

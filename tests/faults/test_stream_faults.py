@@ -79,7 +79,7 @@ def test_events_become_materializations_in_one_long_running_run(stack, instance,
 def test_a_killed_stream_is_restarted_and_every_id_is_materialized_once(stack, instance, monkeypatch):
     wait_until(lambda: stream_runs(instance, dg.DagsterRunStatus.STARTED), 300, "the stream to start", stack.log_path)
     [first] = stream_runs(instance, dg.DagsterRunStatus.STARTED)
-    ids = [f"kill-{i:02d}" for i in range(24)]  # enough that the kill finds work to do
+    ids = [f"kill-{i:02d}" for i in range(12)]
     write_clips(stack, ids, 3.0)
     publish(stack, monkeypatch, ids)
     wait_until(lambda: len(done(instance, ids)) >= 2, 300, "the stream to be working", stack.log_path)
@@ -91,10 +91,6 @@ def test_a_killed_stream_is_restarted_and_every_id_is_materialized_once(stack, i
     # stream job is not retried), and the messages the killed one held come back when their ack
     # deadline passes
     wait_until(lambda: done(instance, ids) == set(ids), 600, "every ID after the kill", stack.log_path)
-    # the IDs may all be reported before the kill lands: the keeper's restart is awaited on its own
-    wait_until(lambda: [r for r in stream_runs(instance) if r.run_id != first.run_id], 300,
-               "the keeper to start another stream", stack.log_path)
-    time.sleep(10)  # two more keeper ticks: it must not start a third
     restarted = [r for r in stream_runs(instance) if r.run_id != first.run_id]
     assert len(restarted) == 1, f"one new stream run takes over, not {[r.run_id for r in restarted]}"
     assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE

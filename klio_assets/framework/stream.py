@@ -338,7 +338,7 @@ class MediaStream:
                                                         by_id, self.tally)
             if dagster_events:
                 log_asset_events(self.context, dagster_events)
-        self._publish_event_output(reports)
+        self._publish_event_output(reports, by_task)
         retries = []
         for _, event, results in reports:
             log_problems(self.context, results)
@@ -352,17 +352,18 @@ class MediaStream:
         self.counts["ids"] += len(reports)
         Held.ack_all([message for message, _, _ in reports])
 
-    def _publish_event_output(self, reports: Sequence[tuple[Any, MediaEvent, Sequence[ItemResult]]]) -> None:
-        """Each media asset with an event output announces its outputs for these IDs, forced
-        events apart. A failed or dropped ID is announced by its batch retry, if it has one (a
-        second try)."""
+    def _publish_event_output(self, reports: Sequence[tuple[Any, MediaEvent, Sequence[ItemResult]]],
+                              by_task: dict[str, dict[str, ItemResult]]) -> None:
+        """Each media asset with an event output announces its outputs for these IDs (``by_task``:
+        their results by task and media ID), forced events apart. A failed or dropped ID is
+        announced by its batch retry, if it has one (a second try)."""
         for name, media in self.media.items():
             if not media.event_output:
                 continue
             for force in (False, True):
                 statuses, reasons = {}, {}
-                for _, event, results in reports:
-                    result = next((r for r in results if r.task == name), None)
+                for _, event, _ in reports:
+                    result = by_task.get(name, {}).get(event.media_id)
                     if result is None or event.force != force or not (
                             result.status in (ItemStatus.MATERIALIZED, ItemStatus.SKIPPED) or not self.retry_topic):
                         continue

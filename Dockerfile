@@ -33,13 +33,14 @@ COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
 RUN pip install --no-cache-dir --compile -c requirements.lock . \
     && pip install --no-cache-dir --compile --no-deps -r model-requirements.txt \
+    && python -m pipelines.numba_cache \
     && python -c "import apache_beam, klio_assets.builtin.audio; assert apache_beam.__version__ == '${BEAM_VERSION}'"
 # the entrypoint stays Beam's /opt/apache/beam/boot, which Dataflow starts
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS code-location
 ENV PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
-    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    NUMBA_CACHE_DIR=/opt/klio/numba-cache \
     MPLCONFIGDIR=/tmp/matplotlib
 # FFmpeg decodes the sources soundfile cannot (M4A/AAC, WebM, MP4 audio); Debian's current build.
 # hadolint ignore=DL3008
@@ -50,9 +51,10 @@ COPY --from=source /src /opt/klio
 WORKDIR /opt/klio
 RUN pip install --no-cache-dir --compile -c requirements.lock . \
     && pip install --no-cache-dir --compile --no-deps -r model-requirements.txt \
+    && python -m pipelines.numba_cache \
     && useradd --create-home --uid 10001 klio \
     && mkdir -p "$DAGSTER_HOME" \
-    && chown klio "$DAGSTER_HOME"
+    && chown -R klio "$DAGSTER_HOME" "$NUMBA_CACHE_DIR"
 USER 10001
 EXPOSE 3030
 # The Helm chart passes its own arguments (dagsterApiGrpcArgs); this default serves the same module.

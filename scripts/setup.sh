@@ -30,14 +30,10 @@ if [ ! -e "$stamp" ]; then
   # Other teams' code locations (workspace.yaml loads them beside this one), each its own package
   for team in "$ROOT"/teams/*/; do "${uv[@]}" --no-deps -e "$team"; done
   "${uv[@]}" --no-deps -r "$ROOT/model-requirements.txt"
-  # The first librosa call in a fresh environment compiles numba kernels into their on-disk
-  # cache; pay it once here rather than inside a timed run or a test.
-  "$VENV/bin/python" - <<'PY'
-import numpy as np, librosa
-y = np.random.default_rng(0).standard_normal(22050).astype("float32")
-librosa.feature.mfcc(S=librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=22050)))
-librosa.resample(y, orig_sr=44100, target_sr=22050)
-PY
+  # librosa's numba kernels compiled into their on-disk cache by one process, before any two
+  # compile them at once (that can leave a cache that segfaults every later process:
+  # pipelines/numba_cache.py), and so not inside a timed run or a test.
+  "$VENV/bin/python" -m pipelines.numba_cache
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

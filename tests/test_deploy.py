@@ -71,6 +71,8 @@ def test_dockerfile_matches_the_project():
         # process would compile them from source again where PYTHONDONTWRITEBYTECODE is set)
         assert "pip install --no-cache-dir --compile -c requirements.lock ." in body, stage
         assert "pip install --no-cache-dir --compile --no-deps -r model-requirements.txt" in body, stage
+        # librosa's kernels compiled by one process at build time (pipelines/numba_cache.py)
+        assert "python -m pipelines.numba_cache" in body, stage
     module = PYPROJECT["tool"]["dagster"]["module_name"]
     assert f'"--module-name", "{module}"' in DOCKERFILE
     dockerignore = (ROOT / ".dockerignore").read_text().split()

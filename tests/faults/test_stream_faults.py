@@ -15,7 +15,7 @@ from klio_assets.framework.stream import STREAM_JOB, STREAM_TAG
 from klio_core.wire import MediaEvent, encode_event
 from klio_dev.stack import processes, start_dev_stack, wait_until
 from resources.pubsub import PubSubResource
-from tests.faults.test_dev_stack_runs import assert_ui_equals_disk, run_worker_pid
+from tests.faults.test_dev_stack_runs import assert_ui_equals_disk
 from tests.faults.test_run_killed import ASSETS
 
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
@@ -33,6 +33,16 @@ def stream_runs(instance, *statuses) -> list[dg.DagsterRun]:
     """This project's stream runs: the tags team's location has a stream job of the same name."""
     runs = instance.get_runs(dg.RunsFilter(job_name=STREAM_JOB, statuses=list(statuses)))
     return [r for r in runs if r.remote_job_origin and r.remote_job_origin.location_name == "klio_assets"]
+
+
+def run_process_pid(instance, run_id: str) -> int:
+    """The process executing a run: Dagster's "Started process for run (pid: N)" engine event
+    names it (a code server may have other runs' processes beside it)."""
+    for record in instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT).records:
+        pid = record.event_log_entry.dagster_event.engine_event_data.metadata.get("pid")
+        if pid is not None:
+            return int(pid.value)
+    raise AssertionError(f"run {run_id} has no process yet")
 
 
 def publish(stack, monkeypatch, ids: list[str]) -> None:
@@ -79,18 +89,20 @@ def test_events_become_materializations_in_one_long_running_run(stack, instance,
 def test_a_killed_stream_is_restarted_and_every_id_is_materialized_once(stack, instance, monkeypatch):
     wait_until(lambda: stream_runs(instance, dg.DagsterRunStatus.STARTED), 300, "the stream to start", stack.log_path)
     [first] = stream_runs(instance, dg.DagsterRunStatus.STARTED)
-    ids = [f"kill-{i:02d}" for i in range(12)]
+    ids = [f"kill-{i:02d}" for i in range(24)]  # enough that the kill finds work in flight
     write_clips(stack, ids, 3.0)
     publish(stack, monkeypatch, ids)
     wait_until(lambda: len(done(instance, ids)) >= 2, 300, "the stream to be working", stack.log_path)
-    worker = run_worker_pid()
-    assert worker is not None
-    os.kill(worker, signal.SIGKILL)
+    os.kill(run_process_pid(instance, first.run_id), signal.SIGKILL)
     killed_at = time.time()
     # the run is marked failed, the keeper starts another (the daemon's run retries do not: the
     # stream job is not retried), and the messages the killed one held come back when their ack
     # deadline passes
     wait_until(lambda: done(instance, ids) == set(ids), 600, "every ID after the kill", stack.log_path)
+    # the IDs may all be reported before the kill lands: the keeper's restart is awaited on its own
+    wait_until(lambda: [r for r in stream_runs(instance) if r.run_id != first.run_id], 300,
+               "the keeper to start another stream", stack.log_path)
+    time.sleep(10)  # two more keeper ticks: it must not start a third
     restarted = [r for r in stream_runs(instance) if r.run_id != first.run_id]
     assert len(restarted) == 1, f"one new stream run takes over, not {[r.run_id for r in restarted]}"
     assert instance.get_run_by_id(first.run_id).status == dg.DagsterRunStatus.FAILURE

@@ -232,6 +232,7 @@ class KeptOpenSqliteEventLogStorage(PlannedSubsetsMixin, SqliteEventLogStorage):
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
         )
         db.event.listen(engine, "connect", _set_synchronous_normal)
+        db.event.listen(engine, "invalidate", _end_transaction)
         if shard not in self._initialized_dbs:
             self._initdb(engine)
             self._initialized_dbs.add(shard)
@@ -339,6 +340,22 @@ class _WalAwareWatchdog(SqliteEventLogStorageWatchdog):
 
 def _set_synchronous_normal(dbapi_connection, _record) -> None:
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _end_transaction(dbapi_connection, _record, _exception) -> None:
+    """Roll back the transaction of a connection SQLAlchemy is about to drop.
+
+    SQLAlchemy drops a connection when an interrupt (Dagster's run termination, Ctrl-C) lands
+    inside a statement. It closes the connection, but SQLite closes it only once its statements
+    are finalised, and the interrupted statement lives on in a reference cycle through the
+    traceback until the garbage collector runs: meanwhile the connection keeps its transaction
+    open and every other writer of that database waits for the lock and fails ("database is
+    locked"), the terminated run's own last events too. Ending the transaction first lets go
+    of the lock whatever becomes of the statement."""
+    try:
+        dbapi_connection.rollback()
+    except sqlite3.Error:  # nothing to roll back, or the connection is gone already
+        pass
 
 
 def store_check_plan_per_partition(storage, event, event_id) -> None:

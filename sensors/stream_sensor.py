@@ -3,7 +3,8 @@
 Each tick:
 
 - no stream run is active: request one, unless a user terminated the last one (then say so:
-  launch ``media_stream_job`` from the launchpad, or restart this sensor's stack, to resume);
+  launch ``media_stream_job`` from the launchpad, or restart this sensor's stack, to resume),
+  or is terminating it (it drains: that can take longer than a tick);
   a stream that failed or crashed, or whose stack was stopped, is started again;
 - the active stream has run longer than ``rotate_after_s``: request its successor, which
   starts pulling while the old run still works; the old run sees it and stops (the messages
@@ -18,7 +19,7 @@ import time
 import dagster as dg
 
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-          dg.DagsterRunStatus.STARTED]
+          dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
 def build_stream_sensor(job: dg.JobDefinition, *, rotate_after_s: float, name: str = "media_stream_keeper",
@@ -43,9 +44,12 @@ def keep_stream(instance: dg.DagsterInstance, job_name: str, rotate_after_s: flo
                                  f"{job_name} to resume")
         after = last[0].dagster_run.run_id if last else "none"
         return dg.RunRequest(run_key=f"stream-after-{after}")
-    newest = max(active, key=lambda r: r.create_timestamp)
+    running = [r for r in active if r.dagster_run.status != dg.DagsterRunStatus.CANCELING]
+    if not running:
+        return dg.SkipReason(f"stream run {active[0].dagster_run.run_id} is being terminated")
+    newest = max(running, key=lambda r: r.create_timestamp)
     started = newest.start_time or newest.create_timestamp.timestamp()
-    if len(active) == 1 and newest.dagster_run.status == dg.DagsterRunStatus.STARTED and rotate_after_s \
+    if len(running) == 1 and newest.dagster_run.status == dg.DagsterRunStatus.STARTED and rotate_after_s \
             and now - started >= rotate_after_s:
         return dg.RunRequest(run_key=f"stream-after-{newest.dagster_run.run_id}")
     return dg.SkipReason(f"stream run {newest.dagster_run.run_id} is {newest.dagster_run.status.value}")

@@ -165,8 +165,10 @@ def test_the_keeper_starts_restarts_and_rotates_the_stream(instance):
     restart = keep_stream(instance, STREAM_JOB, 3600, time.time())
     assert isinstance(restart, dg.RunRequest) and restart.run_key == f"stream-after-{run.run_id}"
     canceled = instance.create_run_for_job(job_def=job, run_config={})
-    instance.report_run_canceled(canceled)  # a user terminated it: stay stopped
-    assert "terminated" in keep_stream(instance, STREAM_JOB, 3600, time.time()).skip_message
+    instance.report_run_canceling(canceled)  # a user asked to terminate it: it drains, not restarted meanwhile
+    assert "being terminated" in keep_stream(instance, STREAM_JOB, 3600, time.time()).skip_message
+    instance.report_run_canceled(canceled)  # and once it has stopped, it stays stopped
+    assert "was terminated" in keep_stream(instance, STREAM_JOB, 3600, time.time()).skip_message
 
 
 def test_event_output_passes_through_the_stream(instance, store_root, catalogue_ids, pubsub):

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import dagster as dg
 import pytest
@@ -100,6 +101,36 @@ def test_it_holds_a_bounded_number_of_files_open(tmp_path):
     assert storage._engines == {}
 
 
+
+class Interrupt(BaseException):
+    """As Dagster's run termination or Ctrl-C: not an Exception."""
+
+
+def test_a_connection_dropped_mid_statement_leaves_no_lock_behind(tmp_path):
+    """An interrupt inside a statement makes SQLAlchemy drop the connection while the statement
+    still lives (a reference cycle through the traceback keeps it until the garbage collector
+    runs). Its transaction must end with it: a terminated stream run's own last events, and
+    every other writer of its database, failed with "database is locked" in CI."""
+    storage = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    for n in range(3):
+        storage.store_event(dg.EventLogEntry(error_info=None, level=20, user_message=f"before {n}", run_id="r",
+                                          timestamp=time.time(), dagster_event=None))
+    with pytest.raises(Interrupt):
+        with storage.run_connection("r") as conn:
+            conn.exec_driver_sql("INSERT INTO event_logs (run_id, event) VALUES ('r', '{}')")  # begins a transaction
+            live = conn.exec_driver_sql("SELECT id FROM event_logs")
+            live.fetchone()  # the statement has more rows: it stays open
+            conn.invalidate()  # what SQLAlchemy does when an interrupt lands inside a statement
+            raise Interrupt
+    other = sqlite3.connect(tmp_path / "r.db", timeout=0)  # no waiting: the lock must be free now
+    other.execute("INSERT INTO event_logs (run_id, event) VALUES ('other', '{}')")
+    other.commit()
+    other.close()
+    storage.store_event(dg.EventLogEntry(error_info=None, level=20, user_message="after", run_id="r",
+                                      timestamp=time.time(), dagster_event=None))
+    messages = [r.event_log_entry.user_message for r in storage.get_records_for_run("r").records]
+    assert messages == ["before 0", "before 1", "before 2", "after"]  # the dropped INSERT was rolled back
+    storage.dispose()
 @dg.multi_asset(specs=[dg.AssetSpec("y", partitions_def=media, skippable=True)], partitions_def=media)
 def half_then_fail(context):
     keys = list(context.partition_keys)

@@ -1,0 +1,43 @@
+"""The production event log keeps one PostgreSQL connection open per process (dagster-postgres
+opens one per query), and a forked child never uses its parent's."""
+
+import multiprocessing
+
+import dagster as dg
+import pytest
+import sqlalchemy as db
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def storage(home):
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        if type(storage).__name__ != "CompactCheckPlansPostgresEventLogStorage":
+            pytest.skip("the PostgreSQL storage only")
+        yield storage
+
+
+def backend_pid(storage) -> int:
+    with storage.index_connection() as conn:
+        return conn.execute(db.text("SELECT pg_backend_pid()")).scalar()
+
+
+def test_queries_share_one_connection(storage):
+    first = backend_pid(storage)
+    storage.has_dynamic_partition("media_ids", "x")
+    assert backend_pid(storage) == first
+
+
+def test_a_forked_child_opens_its_own_connection(storage):
+    parent = backend_pid(storage)
+    fork = multiprocessing.get_context("fork")
+    answer = fork.SimpleQueue()
+    child = fork.Process(target=lambda: answer.put(backend_pid(storage)))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    in_child = answer.get()
+    assert in_child != parent
+    assert backend_pid(storage) == parent  # the parent's connection still works

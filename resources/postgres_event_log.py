@@ -69,6 +69,21 @@ class CompactCheckPlansPostgresEventLogStorage(PlannedSubsetsMixin, PostgresEven
     def get_dynamic_partitions(self, partitions_def_name: str):
         return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)
 
+    def add_dynamic_partitions(self, partitions_def_name: str, partition_keys) -> None:
+        """As dagster-postgres adds them (one insert, existing keys skipped), but with the keys
+        as one array parameter of a fixed statement, where Dagster's builds a statement with
+        every key in it: compiling that took 37 ms of each batch of 1,000 (``klio-register``),
+        more than the insert."""
+        if not partition_keys:
+            return
+        self._check_partitions_table()
+        with self.index_connection() as conn:
+            conn.execute(_ADD_KEYS, {"name": partitions_def_name, "keys": list(partition_keys)})
+
+
+_ADD_KEYS = db.text("INSERT INTO dynamic_partitions (partitions_def_name, partition) "
+                    "SELECT :name, unnest(CAST(:keys AS text[])) ON CONFLICT DO NOTHING")
+
 
 def _note_process(_dbapi_connection, record) -> None:
     record.info["pid"] = os.getpid()

@@ -1,5 +1,6 @@
 """The production event log keeps one PostgreSQL connection open per process (dagster-postgres
-opens one per query), and a forked child never uses its parent's."""
+opens one per query), a forked child never uses its parent's, and keys are added as Dagster
+adds them."""
 
 import multiprocessing
 
@@ -41,3 +42,12 @@ def test_a_forked_child_opens_its_own_connection(storage):
     in_child = answer.get()
     assert in_child != parent
     assert backend_pid(storage) == parent  # the parent's connection still works
+
+
+def test_adding_keys_skips_known_ones_and_keeps_their_order(storage):
+    storage.add_dynamic_partitions("media_ids", ["b", "a"])
+    storage.add_dynamic_partitions("media_ids", ["c", "a", "d", "c"])  # one known, one twice
+    storage.add_dynamic_partitions("media_ids", [])
+    storage.add_dynamic_partitions("other", ["a"])
+    assert list(storage.get_dynamic_partitions("media_ids")) == ["b", "a", "c", "d"]
+    assert list(storage.get_dynamic_partitions("other")) == ["a"]

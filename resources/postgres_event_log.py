@@ -16,9 +16,11 @@ creates). And it plans a run's materializations in one event per asset, read bac
 process, as Dagster's webserver does for itself (``optimize_for_webserver``, with the
 webserver's default pool settings): dagster-postgres otherwise opens a new connection for every
 query (``NullPool``), about 9 ms each on this project's machines, so the sensor's tick that
-looks up 100 new media IDs spent 0.9 s connecting. Same tables and schema otherwise: an
-instance can switch back to ``dagster_postgres.PostgresEventLogStorage`` (a run planned by this
-storage and still failed then shows its IDs Missing, not Failed).
+looks up 100 new media IDs spent 0.9 s connecting. It also remembers which tables exist once
+they do (Dagster asks the database again before every partition key lookup: 0.15 s to 0.08 s
+for those 100). Same tables and schema otherwise: an instance can switch back to
+``dagster_postgres.PostgresEventLogStorage`` (a run planned by this storage and still failed
+then shows its IDs Missing, not Failed).
 
 Used by ``deploy/dagster.yaml``. Dagster's Helm chart writes the event log storage class itself
 (``PostgresEventLogStorage``, in its instance ConfigMap), so a Helm deployment keeps Dagster's
@@ -46,6 +48,7 @@ class CompactCheckPlansPostgresEventLogStorage(PlannedSubsetsMixin, PostgresEven
     POOL_MAX_OVERFLOW = 20
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._present_tables: set[str] = set()
         super().__init__(*args, **kwargs)
         self._engine.dispose()
         self._engine = create_pg_engine(self.postgres_url, self._token_provider, isolation_level="AUTOCOMMIT",
@@ -68,6 +71,12 @@ class CompactCheckPlansPostgresEventLogStorage(PlannedSubsetsMixin, PostgresEven
 
     def get_dynamic_partitions(self, partitions_def_name: str):
         return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)
+
+    def has_table(self, table_name: str) -> bool:
+        """Only "present" is remembered: migrations add tables, never remove them."""
+        if table_name not in self._present_tables and super().has_table(table_name):
+            self._present_tables.add(table_name)
+        return table_name in self._present_tables
 
     def add_dynamic_partitions(self, partitions_def_name: str, partition_keys) -> None:
         """As dagster-postgres adds them (one insert, existing keys skipped), but with the keys

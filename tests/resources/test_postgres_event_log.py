@@ -51,3 +51,26 @@ def test_adding_keys_skips_known_ones_and_keeps_their_order(storage):
     storage.add_dynamic_partitions("other", ["a"])
     assert list(storage.get_dynamic_partitions("media_ids")) == ["b", "a", "c", "d"]
     assert list(storage.get_dynamic_partitions("other")) == ["a"]
+
+
+def test_a_present_table_is_asked_once_an_absent_one_every_time(storage):
+    statements: list[str] = []
+
+    def note(_conn, _cursor, statement, *_):
+        statements.append(statement)
+
+    def queries(call) -> tuple[bool, int]:
+        before = len(statements)
+        return call(), len(statements) - before
+
+    db.event.listen(db.engine.Engine, "before_cursor_execute", note)
+    try:
+        assert queries(lambda: storage.has_table("event_logs"))[0]
+        assert queries(lambda: storage.has_table("event_logs")) == (True, 0)
+        assert queries(lambda: storage.has_table("klio_later")) == (False, 1)
+        with storage.index_connection() as conn:
+            conn.execute(db.text("CREATE TABLE klio_later (x int)"))
+        assert queries(lambda: storage.has_table("klio_later")) == (True, 1)
+        assert queries(lambda: storage.has_table("klio_later")) == (True, 0)
+    finally:
+        db.event.remove(db.engine.Engine, "before_cursor_execute", note)

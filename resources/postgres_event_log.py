@@ -16,9 +16,10 @@ creates). And it plans a run's materializations in one event per asset, read bac
 process, as Dagster's webserver does for itself (``optimize_for_webserver``, with the
 webserver's default pool settings): dagster-postgres otherwise opens a new connection for every
 query (``NullPool``), about 9 ms each on this project's machines, so the sensor's tick that
-looks up 100 new media IDs spent 0.9 s connecting. It also remembers which tables exist once
-they do (Dagster asks the database again before every partition key lookup: 0.15 s to 0.08 s
-for those 100). Same tables and schema otherwise: an instance can switch back to
+looks up 100 new media IDs spent 0.9 s connecting. It also remembers which tables and
+asset-table columns exist once they do (``PresentSchemaMixin``, as the SQLite adapter: Dagster
+asks the database again before every partition key lookup, 0.15 s to 0.08 s for those 100).
+Same tables and schema otherwise: an instance can switch back to
 ``dagster_postgres.PostgresEventLogStorage`` (a run planned by this storage and still failed
 then shows its IDs Missing, not Failed).
 
@@ -35,10 +36,10 @@ from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
 from resources import partition_key_cache
-from resources.sqlite_event_log import PlannedSubsetsMixin, store_check_plan_per_partition
+from resources.sqlite_event_log import PlannedSubsetsMixin, PresentSchemaMixin, store_check_plan_per_partition
 
 
-class CompactCheckPlansPostgresEventLogStorage(PlannedSubsetsMixin, PostgresEventLogStorage):
+class CompactCheckPlansPostgresEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, PostgresEventLogStorage):
     """``PostgresEventLogStorage`` whose PLANNED check rows do not repeat the run's key list, whose
     planned materializations are one event per asset (``PlannedSubsetsMixin``), and whose dynamic
     partition keys are listed once per change (``resources/partition_key_cache.py``)."""
@@ -48,7 +49,6 @@ class CompactCheckPlansPostgresEventLogStorage(PlannedSubsetsMixin, PostgresEven
     POOL_MAX_OVERFLOW = 20
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._present_tables: set[str] = set()
         super().__init__(*args, **kwargs)
         self._engine.dispose()
         self._engine = create_pg_engine(self.postgres_url, self._token_provider, isolation_level="AUTOCOMMIT",
@@ -71,12 +71,6 @@ class CompactCheckPlansPostgresEventLogStorage(PlannedSubsetsMixin, PostgresEven
 
     def get_dynamic_partitions(self, partitions_def_name: str):
         return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)
-
-    def has_table(self, table_name: str) -> bool:
-        """Only "present" is remembered: migrations add tables, never remove them."""
-        if table_name not in self._present_tables and super().has_table(table_name):
-            self._present_tables.add(table_name)
-        return table_name in self._present_tables
 
     def add_dynamic_partitions(self, partitions_def_name: str, partition_keys) -> None:
         """As dagster-postgres adds them (one insert, existing keys skipped), but with the keys

@@ -112,6 +112,28 @@ MIRRORED_ASSET_EVENTS = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventTyp
                          DagsterEventType.ASSET_FAILED_TO_MATERIALIZE}
 
 
+class PresentSchemaMixin:
+    """Remembers which tables and asset-table columns exist once they do: Dagster's SQL storages
+    ask the database each time (SQLite for every check evaluation and asset event, PostgreSQL
+    before every partition key lookup). Only "present" is remembered: migrations add tables and
+    columns, never remove them, so an answer of "absent" is asked again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._present: set[str] = set()  # tables, and asset-table columns as "asset_keys.<column>"
+        super().__init__(*args, **kwargs)
+
+    def has_table(self, table_name: str) -> bool:
+        if table_name not in self._present and super().has_table(table_name):  # type: ignore[misc]
+            self._present.add(table_name)
+        return table_name in self._present
+
+    def _has_asset_key_col_on_connection(self, conn, column_name: str) -> bool:
+        key = f"{AssetKeyTable.name}.{column_name}"
+        if key not in self._present and super()._has_asset_key_col_on_connection(conn, column_name):  # type: ignore[misc]
+            self._present.add(key)
+        return key in self._present
+
+
 class PlannedSubsetsMixin:
     """Planned materializations stored as Dagster's ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS``
     stores them, one event per asset holding the run's partition subset, and read back per
@@ -195,7 +217,7 @@ class PlannedSubsetsMixin:
         return latest
 
 
-class KeptOpenSqliteEventLogStorage(PlannedSubsetsMixin, SqliteEventLogStorage):
+class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, SqliteEventLogStorage):
     """``SqliteEventLogStorage`` with a persistent connection per shard. ``base_dir`` defaults to
     where Dagster's default SQLite storage keeps event logs, ``$DAGSTER_HOME/history/runs``."""
 
@@ -207,7 +229,6 @@ class KeptOpenSqliteEventLogStorage(PlannedSubsetsMixin, SqliteEventLogStorage):
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._partition_keys = partition_key_cache.shared(os.path.abspath(base_dir))
-        self._present: set[str] = set()  # tables, and asset-table columns as "asset_keys.<column>"
         os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir, inst_data)
 
@@ -292,17 +313,6 @@ class KeptOpenSqliteEventLogStorage(PlannedSubsetsMixin, SqliteEventLogStorage):
             upsert = sqlite_insert(AssetKeyTable)
             conn.execute(upsert.on_conflict_do_update(index_elements=[AssetKeyTable.c.asset_key],
                                                       set_={c: upsert.excluded[c] for c in columns}), rows)
-
-    def has_table(self, table_name: str) -> bool:
-        if table_name not in self._present and super().has_table(table_name):
-            self._present.add(table_name)
-        return table_name in self._present
-
-    def _has_asset_key_col_on_connection(self, conn, column_name: str) -> bool:
-        key = f"{AssetKeyTable.name}.{column_name}"
-        if key not in self._present and super()._has_asset_key_col_on_connection(conn, column_name):
-            self._present.add(key)
-        return key in self._present
 
     def get_dynamic_partitions(self, partitions_def_name: str):
         return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)

@@ -101,7 +101,6 @@ def test_it_holds_a_bounded_number_of_files_open(tmp_path):
     assert storage._engines == {}
 
 
-
 class Interrupt(BaseException):
     """As Dagster's run termination or Ctrl-C: not an Exception."""
 
@@ -114,7 +113,7 @@ def test_a_connection_dropped_mid_statement_leaves_no_lock_behind(tmp_path):
     storage = KeptOpenSqliteEventLogStorage(str(tmp_path))
     for n in range(3):
         storage.store_event(dg.EventLogEntry(error_info=None, level=20, user_message=f"before {n}", run_id="r",
-                                          timestamp=time.time(), dagster_event=None))
+                                             timestamp=time.time(), dagster_event=None))
     with pytest.raises(Interrupt):
         with storage.run_connection("r") as conn:
             conn.exec_driver_sql("INSERT INTO event_logs (run_id, event) VALUES ('r', '{}')")  # begins a transaction
@@ -127,10 +126,12 @@ def test_a_connection_dropped_mid_statement_leaves_no_lock_behind(tmp_path):
     other.commit()
     other.close()
     storage.store_event(dg.EventLogEntry(error_info=None, level=20, user_message="after", run_id="r",
-                                      timestamp=time.time(), dagster_event=None))
+                                         timestamp=time.time(), dagster_event=None))
     messages = [r.event_log_entry.user_message for r in storage.get_records_for_run("r").records]
     assert messages == ["before 0", "before 1", "before 2", "after"]  # the dropped INSERT was rolled back
     storage.dispose()
+
+
 @dg.multi_asset(specs=[dg.AssetSpec("y", partitions_def=media, skippable=True)], partitions_def=media)
 def half_then_fail(context):
     keys = list(context.partition_keys)

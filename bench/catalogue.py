@@ -61,7 +61,7 @@ query AssetPage($key: AssetKeyInput!) {
 }"""
 QUERIES = {"asset graph": (ASSET_GRAPH, {}),
            "asset page (mfcc)": (ASSET_PAGE, {"key": {"path": ["mfcc"]}}),
-           "Partitions tab (mfcc)": (scale.PARTITION_PAGE, {"key": {"path": ["mfcc"]}})}
+           "Partitions tab (mfcc)": (scale.PARTITION_PAGE, {"assetKey": {"path": ["mfcc"]}})}
 DAEMONS = "query { instance { daemonHealth { allDaemonStatuses { daemonType healthy } } } }"
 
 

@@ -6,7 +6,10 @@ import re
 import subprocess
 import sys
 
+import dagster_webserver
 import pytest
+
+from bench.scale import PARTITION_PAGE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,3 +47,22 @@ def test_register_bench_registers_every_id_from_the_folder_and_the_file():
     assert len(rows) == 3, run.stdout
     first, again, from_file = rows
     assert "300 added" in first and "0 added" in again and "300 added" in from_file, run.stdout
+
+
+def test_the_partitions_tab_query_is_the_one_the_installed_ui_sends():
+    """bench/scale.py times the Partitions tab by the UI's own query: the installed dagster-webserver
+    bundle must hold it, field for field (a query asking more, or less, would time another page)."""
+    def fields(text: str) -> str:
+        return " ".join(text.replace("\\n", " ").split())
+
+    chunks = os.path.join(os.path.dirname(dagster_webserver.__file__), "webapp", "build", "_next", "static", "chunks")
+    bundles = [os.path.join(chunks, name) for name in os.listdir(chunks) if name.endswith(".js")]
+    ui_queries = [m.group(0) for path in bundles for m in re.finditer(r"query PartitionHealthQuery\(.*?\n  }\n", open(path).read().replace("\\n", "\n"), re.S)]
+    assert ui_queries, "no PartitionHealthQuery in the installed UI bundle"
+    ours = fields(PARTITION_PAGE)
+    default_fragment = "... on DefaultPartitionStatuses { materializedPartitions materializingPartitions failedPartitions }"
+    assert default_fragment in ours
+    for ui in map(fields, ui_queries):
+        head = ui[:ui.index("assetPartitionStatuses")]
+        assert ours.startswith(head), (ours, ui)
+        assert default_fragment in ui

@@ -375,19 +375,38 @@ def store_check_plan_per_partition(storage, event, event_id) -> None:
     the whole event, all N keys of the run, in each of the N rows, and serialises it N times:
     O(N^2) bytes and time, 123 kB per media ID on SQLite and 54 kB on PostgreSQL (compressed) at
     500 IDs a run (docs/BENCHMARKS.md). The event itself, with its subset, stays in the event log.
-    Nothing reads a PLANNED row's subset: the UI and the storage read its status, run and step."""
+    Nothing reads a PLANNED row's subset: the UI and the storage read its status, run and step.
+
+    The N rows are one statement with the keys as one parameter (``_PLAN_ROWS``): as N parameter
+    sets, SQLAlchemy processed each row's eight values in Python, 13 ms per check of 500 IDs and a
+    fifth of the daemon's CPU while it created a 100,000-ID backfill's runs (py-spy)."""
     dagster_event = event.get_dagster_event()
     planned = dagster_event.event_specific_data
-    partition_keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
     per_row = event._replace(dagster_event=dagster_event._replace(
         event_specific_data=record_replace(planned, partitions_subset=None)))
-    common = dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name,
-                  run_id=event.run_id, execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
-                  evaluation_event=serialize_value(per_row),
-                  evaluation_event_timestamp=storage._event_insert_timestamp(event),
-                  evaluation_event_storage_id=event_id)
+    row = dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name,
+               run_id=event.run_id, execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+               evaluation_event=serialize_value(per_row),
+               evaluation_event_timestamp=storage._event_insert_timestamp(event),
+               evaluation_event_storage_id=event_id)
     with storage.index_connection() as conn:
-        conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in partition_keys])
+        if planned.partitions_subset is None:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**row, "partition": None}])
+            return
+        keys = list(planned.partitions_subset.get_partition_keys())
+        dialect = conn.dialect.name
+        conn.execute(_PLAN_ROWS[dialect], {**row, "keys": json.dumps(keys) if dialect == "sqlite" else keys})
+
+
+_PLAN_ROWS_INTO = ("INSERT INTO asset_check_executions (asset_key, check_name, run_id, execution_status, "
+                   "evaluation_event, evaluation_event_timestamp, evaluation_event_storage_id, partition) "
+                   "SELECT :asset_key, :check_name, :run_id, :execution_status, :evaluation_event, "
+                   ":evaluation_event_timestamp, :evaluation_event_storage_id, partition_key FROM {keys}")
+_KEYS_IN_ORDER = {"sqlite": "(SELECT value AS partition_key FROM json_each(:keys) ORDER BY json_each.key)",
+                  "postgresql": "unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(partition_key, n) ORDER BY n"}
+_PLAN_ROWS = {dialect: db.text(_PLAN_ROWS_INTO.format(keys=keys)).bindparams(
+                  db.bindparam("evaluation_event_timestamp", type_=db.DateTime))  # stored as the column stores it
+              for dialect, keys in _KEYS_IN_ORDER.items()}
 
 
 # What a finished run leaves that Dagster's status and lineage still read (resources/retention.py).

@@ -57,7 +57,8 @@ def test_the_partitions_tab_query_is_the_one_the_installed_ui_sends():
 
     chunks = os.path.join(os.path.dirname(dagster_webserver.__file__), "webapp", "build", "_next", "static", "chunks")
     bundles = [os.path.join(chunks, name) for name in os.listdir(chunks) if name.endswith(".js")]
-    ui_queries = [m.group(0) for path in bundles for m in re.finditer(r"query PartitionHealthQuery\(.*?\n  }\n", open(path).read().replace("\\n", "\n"), re.S)]
+    texts = [open(path).read().replace("\\n", "\n") for path in bundles]
+    ui_queries = [m.group(0) for text in texts for m in re.finditer(r"query PartitionHealthQuery\(.*?\n  }\n", text, re.S)]
     assert ui_queries, "no PartitionHealthQuery in the installed UI bundle"
     ours = fields(PARTITION_PAGE)
     default_fragment = "... on DefaultPartitionStatuses { materializedPartitions materializingPartitions failedPartitions }"

@@ -253,6 +253,25 @@ def test_a_check_planned_over_n_ids_stores_rows_whose_size_does_not_grow_with_n(
     assert max(kept_sizes) < 1000
 
 
+def test_a_checks_planned_rows_name_each_id_and_hold_the_event_without_its_keys(home):
+    """Both storages write a check's PLANNED rows of a run in one statement: one row per ID, in
+    the run, with the planned event's time and step, and the event without the run's keys."""
+    ids = [f"id-{i:03d}" for i in range(30)]
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("ids", ids)
+        result = dg.materialize([z_with_checks], instance=instance, tags={RANGE_START_TAG: ids[0], RANGE_END_TAG: ids[-1]})
+        [planned] = [e for e in instance.all_logs(result.run_id)
+                     if e.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED]
+        records = [r for r in instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("z"), "z_is_fine"), limit=100) if r.partition is not None]  # not the run's summary
+    assert sorted((r.partition, r.status.value) for r in records) == [
+        (key, "FAILED" if key.endswith("7") else "PLANNED") for key in ids]
+    for record in (r for r in records if r.status.value == "PLANNED"):
+        assert record.run_id == result.run_id
+        assert record.event.timestamp == planned.timestamp and record.event.step_key == planned.step_key
+        assert record.event.get_dagster_event().event_specific_data.partitions_subset is None
+
+
 def asset_table(instance, keys: list[dg.AssetKey]) -> dict:
     """What the asset table says of each asset: its last materialization (partition, run, and
     whether it is the latest one stored) and the run last seen."""

@@ -110,13 +110,24 @@ def test_the_cached_keys_find_a_key_where_a_list_does_from_either_end(size):
     keys = [f"k{i}" for i in range(size)]
     frozen = FrozenKeys(keys)
     for position in {0, 1, size // 3, size // 2, size - 1025, size - 1024, size - 2, size - 1} & set(range(size)):
-        assert frozen.index(keys[position]) == position
+        for _ in range(2):  # searched, then remembered
+            assert frozen.index(keys[position]) == position
         assert frozen.index(keys[position], position) == keys.index(keys[position], position)
-    with pytest.raises(ValueError):
-        frozen.index("missing")
+    for _ in range(2):  # a key not found is not remembered
+        with pytest.raises(ValueError):
+            frozen.index("missing")
     if size > 2:  # with bounds, as a list: not found outside them
         with pytest.raises(ValueError):
             frozen.index(keys[0], 1)
+
+
+def test_the_cached_keys_remember_a_bounded_number_of_positions():
+    from resources.partition_key_cache import FrozenKeys
+
+    keys = [f"k{i}" for i in range(3 * FrozenKeys.REMEMBERED)]
+    frozen = FrozenKeys(keys)
+    assert [frozen.index(key) for key in keys] == list(range(len(keys)))
+    assert 0 < frozen.remembered <= FrozenKeys.REMEMBERED
 
 
 def test_dagster_finds_a_range_at_the_end_of_the_cached_keys(home):

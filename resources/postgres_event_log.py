@@ -35,7 +35,7 @@ import sqlalchemy as db
 from dagster_postgres import PostgresEventLogStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
-from resources import partition_key_cache
+from resources import dagster_settings, partition_key_cache
 from resources.sqlite_event_log import PlannedSubsetsMixin, PresentSchemaMixin, store_check_plan_per_partition
 
 
@@ -49,6 +49,7 @@ class CompactCheckPlansPostgresEventLogStorage(PresentSchemaMixin, PlannedSubset
     POOL_MAX_OVERFLOW = 20
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        dagster_settings.apply_defaults()
         super().__init__(*args, **kwargs)
         self._engine.dispose()
         self._engine = create_pg_engine(self.postgres_url, self._token_provider, isolation_level="AUTOCOMMIT",

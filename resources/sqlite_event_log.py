@@ -14,9 +14,9 @@ forth (a failed run planned by this storage then shows its IDs Missing, not Fail
 It also writes a batch of events (``store_event_batch``) in one transaction per database,
 where Dagster's SQLite storage writes them one by one. Dagster hands over batches only when
 ``DAGSTER_EVENT_BATCH_SIZE`` is set, so this storage sets it (to 1000) unless the environment
-already does. The batches that matter here are the "materialization planned" events Dagster
-writes when it creates a run: one per asset per media ID, 6,000 for a run of 500 IDs over 12
-assets, which made creating one such run take about 10 s.
+already does (``resources/dagster_settings.py``). The batches that matter here are the
+"materialization planned" events Dagster writes when it creates a run: one per asset per media
+ID, 6,000 for a run of 500 IDs over 12 assets, which made creating one such run take about 10 s.
 
 It remembers which tables and asset-table columns exist once they do. Dagster's SQLite storage
 asks again for every check evaluation (``supports_asset_checks`` opens a new engine and
@@ -101,11 +101,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
 from watchdog.observers import Observer
 
-from resources import partition_key_cache
+from resources import dagster_settings, partition_key_cache
 
 # Run shards are one file per run; a long-lived webserver reads many. Keep the newest few open.
 MAX_OPEN_SHARDS = 16
-EVENT_BATCH_SIZE = "1000"
 # asset events that the index database mirrors (as SqliteEventLogStorage.store_event does)
 MIRRORED_ASSET_EVENTS = {DagsterEventType.ASSET_MATERIALIZATION, DagsterEventType.ASSET_OBSERVATION,
                          DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
@@ -229,7 +228,7 @@ class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, Sql
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._partition_keys = partition_key_cache.shared(os.path.abspath(base_dir))
-        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
+        dagster_settings.apply_defaults()
         super().__init__(base_dir, inst_data)
 
     @classmethod

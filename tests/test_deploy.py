@@ -208,6 +208,13 @@ print(json.dumps({"storage": type(resources["media_storage"]).__name__, "root": 
     assert options["temp_location"] == data["KLIO_DATAFLOW_TEMP_LOCATION"]
 
 
+def test_the_pods_get_the_dagster_settings_the_project_instance_gives_itself():
+    """Dagster's Helm chart runs Dagster's own event log class, which does not set them."""
+    from resources.dagster_settings import DEFAULTS
+
+    assert {name: ENV_CONFIG_MAP["data"].get(name) for name in DEFAULTS} == DEFAULTS
+
+
 class StandInKubernetesApi(BaseHTTPRequestHandler):
     """Answers job creation as the Kubernetes API does (201 with the object) and records it."""
 

@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from resources.dagster_settings import DEFAULTS
 from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 from resources.sqlite_event_log import KeptOpenSqliteEventLogStorage, log_asset_events
 
@@ -27,9 +28,10 @@ def step(context):
 
 
 @pytest.fixture(autouse=True)
-def restore_batch_size(monkeypatch):
-    """The storage turns on DAGSTER_EVENT_BATCH_SIZE for its process; undo that after each test."""
-    monkeypatch.delenv("DAGSTER_EVENT_BATCH_SIZE", raising=False)
+def restore_dagster_settings(monkeypatch):
+    """The storage sets Dagster's settings for its process (DAGSTER_EVENT_BATCH_SIZE ...); undo that after each test."""
+    for name in DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
 
 
 def write_instance_yaml(home, event_log: str) -> None:
@@ -52,6 +54,13 @@ def test_the_project_instance_uses_it(tmp_path, monkeypatch):
     with dg.DagsterInstance.get() as instance:
         assert isinstance(instance.event_log_storage, KeptOpenSqliteEventLogStorage)
         assert (tmp_path / "history" / "runs" / "index.db").exists()  # where Dagster's own storage keeps it
+
+
+def test_both_storages_give_dagster_the_project_settings_unless_the_environment_does(home, monkeypatch):
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "7")
+    with dg.DagsterInstance.get() as instance:
+        assert instance.event_log_storage is not None
+        assert {name: os.environ[name] for name in DEFAULTS} == {**DEFAULTS, "DAGSTER_EVENT_BATCH_SIZE": "7"}
 
 
 def test_another_process_sees_every_write_while_the_connections_stay_open(tmp_path, monkeypatch):

@@ -28,44 +28,29 @@ Used by ``deploy/dagster.yaml``. Dagster's Helm chart writes the event log stora
 rows: docs/deploy.md says so.
 """
 
-import os
 from typing import Any
 
 import sqlalchemy as db
 from dagster_postgres import PostgresEventLogStorage
-from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
 from resources import dagster_settings, partition_key_cache
+from resources.postgres_storages import KeptOpenConnectionMixin
 from resources.sqlite_event_log import PlannedSubsetsMixin, PresentSchemaMixin, store_check_plan_per_partition
 
 
-class CompactCheckPlansPostgresEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, PostgresEventLogStorage):
+class CompactCheckPlansPostgresEventLogStorage(KeptOpenConnectionMixin, PresentSchemaMixin, PlannedSubsetsMixin,
+                                               PostgresEventLogStorage):
     """``PostgresEventLogStorage`` whose PLANNED check rows do not repeat the run's key list, whose
-    planned materializations are one event per asset (``PlannedSubsetsMixin``), and whose dynamic
-    partition keys are listed once per change (``resources/partition_key_cache.py``)."""
-
-    # the webserver's defaults for its own pool (dagster-webserver --db-pool-recycle, --db-pool-max-overflow)
-    POOL_RECYCLE_S = 3600
-    POOL_MAX_OVERFLOW = 20
+    planned materializations are one event per asset (``PlannedSubsetsMixin``), whose dynamic
+    partition keys are listed once per change (``resources/partition_key_cache.py``), and which
+    keeps one connection open per process (``KeptOpenConnectionMixin``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         dagster_settings.apply_defaults()
         super().__init__(*args, **kwargs)
-        self._engine.dispose()
-        self._engine = create_pg_engine(self.postgres_url, self._token_provider, isolation_level="AUTOCOMMIT",
-                                        pool_size=1, max_overflow=self.POOL_MAX_OVERFLOW,
-                                        pool_recycle=self.POOL_RECYCLE_S, pool_pre_ping=True)
-        db.event.listen(self._engine, "connect", _note_process)
-        db.event.listen(self._engine, "checkout", _not_from_a_parent_process)
         self._partition_keys = partition_key_cache.shared(self.postgres_url)
         with self.index_transaction() as conn:
             partition_key_cache.install(conn, partition_key_cache.POSTGRES_INSTALL)
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value: Any) -> "CompactCheckPlansPostgresEventLogStorage":
-        return cls(inst_data=inst_data, postgres_url=pg_url_from_config(config_value),
-                   should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-                   token_provider=get_token_provider_from_config(config_value))
 
     def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
         store_check_plan_per_partition(self, event, event_id)
@@ -88,14 +73,3 @@ class CompactCheckPlansPostgresEventLogStorage(PresentSchemaMixin, PlannedSubset
 _ADD_KEYS = db.text("INSERT INTO dynamic_partitions (partitions_def_name, partition) "
                     "SELECT :name, unnest(CAST(:keys AS text[])) ON CONFLICT DO NOTHING")
 
-
-def _note_process(_dbapi_connection, record) -> None:
-    record.info["pid"] = os.getpid()
-
-
-def _not_from_a_parent_process(_dbapi_connection, record, proxy) -> None:
-    """A connection opened before a fork belongs to the parent: the child opens its own
-    (SQLAlchemy's recipe for pools across ``fork``)."""
-    if record.info["pid"] != os.getpid():
-        record.dbapi_connection = proxy.dbapi_connection = None  # not closed: the parent still uses it
-        raise db.exc.DisconnectionError(f"connection opened by process {record.info['pid']}, not {os.getpid()}")

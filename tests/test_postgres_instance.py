@@ -44,6 +44,8 @@ def test_sensor_partitions_and_runs_persist_in_postgres(production_home, pubsub,
     ids = catalogue_ids[:2]
     with DagsterInstance.get() as instance:
         assert type(instance.event_log_storage).__name__ == "CompactCheckPlansPostgresEventLogStorage"
+        assert type(instance.run_storage).__name__ == "KeptOpenPostgresRunStorage"
+        assert type(instance.schedule_storage).__name__ == "KeptOpenPostgresScheduleStorage"
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         pubsub.publish(pubsub.topic, [(encode_event(MediaEvent(i, recipients=("mfcc",))), {}) for i in ids])
         daemon = Daemon(instance, pubsub, resources)

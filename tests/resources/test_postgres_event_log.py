@@ -1,4 +1,4 @@
-"""The production event log keeps one PostgreSQL connection open per process (dagster-postgres
+"""The production storages keep one PostgreSQL connection open per process each (dagster-postgres
 opens one per query), a forked child never uses its parent's, and keys are added as Dagster
 adds them."""
 
@@ -12,26 +12,37 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def storage(home):
+def instance(home):
     with dg.DagsterInstance.get() as instance:
-        storage = instance.event_log_storage
-        if type(storage).__name__ != "CompactCheckPlansPostgresEventLogStorage":
-            pytest.skip("the PostgreSQL storage only")
-        yield storage
+        if type(instance.event_log_storage).__name__ != "CompactCheckPlansPostgresEventLogStorage":
+            pytest.skip("the PostgreSQL storages only")
+        yield instance
+
+
+@pytest.fixture
+def storage(instance):
+    return instance.event_log_storage
 
 
 def backend_pid(storage) -> int:
-    with storage.index_connection() as conn:
+    connect = storage.index_connection if hasattr(storage, "index_connection") else storage.connect
+    with connect() as conn:
         return conn.execute(db.text("SELECT pg_backend_pid()")).scalar()
 
 
-def test_queries_share_one_connection(storage):
+@pytest.mark.parametrize("kind", ["event_log_storage", "run_storage", "schedule_storage"])
+def test_queries_share_one_connection(instance, kind):
+    storage = getattr(instance, kind)
     first = backend_pid(storage)
-    storage.has_dynamic_partition("media_ids", "x")
+    instance.has_dynamic_partition("media_ids", "x")
+    instance.get_run_by_id("no-such-run")
+    instance.get_instigator_state("no-such-origin", "no-such-selector")
     assert backend_pid(storage) == first
 
 
-def test_a_forked_child_opens_its_own_connection(storage):
+@pytest.mark.parametrize("kind", ["event_log_storage", "run_storage", "schedule_storage"])
+def test_a_forked_child_opens_its_own_connection(instance, kind):
+    storage = getattr(instance, kind)
     parent = backend_pid(storage)
     fork = multiprocessing.get_context("fork")
     answer = fork.SimpleQueue()

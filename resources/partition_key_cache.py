@@ -176,12 +176,25 @@ class PartitionKeyCache:
             return None
         if cached.added == added:
             return cached
-        rows = conn.execute(db.text("SELECT id, partition FROM dynamic_partitions WHERE partitions_def_name = :name "
-                                    "AND id > :newest ORDER BY id"), {"name": name, "newest": cached.newest_id}).all()
+        rows = _rows_after(conn, name, cached.newest_id)
         if len(rows) != added - cached.added:  # a row committed out of id order (PostgreSQL), or not yet visible
             return None
         return _Cached(epoch, added, deleted, rows[-1][0] if rows else cached.newest_id,
                        FrozenKeys([*cached.keys, *(row[1] for row in rows)]))
+
+
+def _rows_after(conn, name: str, newest_id: int) -> list[tuple[int, str]]:
+    """(id, key) of the keys of ``name`` after row ``newest_id``, in id order, read with the
+    database driver's own cursor: SQLAlchemy's rows cost 2.3 s of CPU for 900,000 keys (the first
+    tick after a bulk registration reads that many in each process), the driver's tuples 0.4 s."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"  # SQLite; psycopg2
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute("SELECT id, partition FROM dynamic_partitions WHERE partitions_def_name = "
+                       f"{marker} AND id > {marker} ORDER BY id", (name, newest_id))
+        return cursor.fetchall()
+    finally:
+        cursor.close()
 
 
 _SHARED: dict[str, PartitionKeyCache] = {}

@@ -42,7 +42,7 @@ import scale  # noqa: E402  (bench/scale.py, beside this file)
 from klio_core.media_ids import PARTITIONS_NAME  # noqa: E402
 from klio_dev import bytecode  # noqa: E402
 from klio_dev.postgres import throwaway_postgres  # noqa: E402
-from klio_dev.stack import CLOCK_TICKS, processes  # noqa: E402
+from klio_dev.stack import processes  # noqa: E402
 from resources.dagster_tags import BACKFILL_TAG  # noqa: E402
 
 ASSET_GRAPH = """
@@ -79,9 +79,7 @@ def postgres_cpu_s() -> float:
         if p.command.startswith("postgres:"):
             total += p.cpu_s
         elif "/bin/postgres " in p.command:
-            with open(f"/proc/{p.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += p.cpu_s + (int(fields[13]) + int(fields[14])) / CLOCK_TICKS  # + cutime, cstime
+            total += p.cpu_s + p.ended_children_cpu_s
     return total
 
 

@@ -42,6 +42,7 @@ class Process:
     session: int
     command: str
     cpu_s: float  # user and system CPU time so far
+    ended_children_cpu_s: float  # the same of its children that have ended (and been waited for)
 
 
 def processes() -> list[Process]:
@@ -54,7 +55,8 @@ def processes() -> list[Process]:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
             cpu_s = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-            found.append(Process(int(pid), int(fields[1]), int(fields[3]), command, cpu_s))
+            ended_children_cpu_s = (int(fields[13]) + int(fields[14])) / CLOCK_TICKS  # cutime + cstime
+            found.append(Process(int(pid), int(fields[1]), int(fields[3]), command, cpu_s, ended_children_cpu_s))
         except (OSError, ValueError, IndexError):  # ended meanwhile, or not ours to read
             continue
     return found

@@ -153,16 +153,15 @@ class PartitionKeyCache:
             counts = conn.execute(db.text(f"SELECT epoch, added, deleted FROM {VERSIONS} "
                                           "WHERE partitions_def_name = :name"), {"name": name}).one_or_none()
             fresh = None if counts is None else self._read_additions(conn, name, *counts)
-        if counts is None:  # no key was ever added under this name
-            return list_keys(name)
-        if fresh is None:
-            # Counts first, then the keys with their row ids (Dagster's listing, read faster): a key
-            # added in between is listed but not counted, so the next call, counting it, finds no
-            # row after the newest listed and lists again.
-            with storage.index_connection() as conn:
+            if counts is not None and fresh is None:
+                # Counts first, then the keys with their row ids (Dagster's listing, read faster): a
+                # key added in between is listed but not counted, so the next call, counting it,
+                # finds no row after the newest listed and lists again.
                 rows = rows_after(conn, name, 0)
-            epoch, added, deleted = counts
-            fresh = _Cached(epoch, added, deleted, rows[-1][0] if rows else 0, FrozenKeys(row[1] for row in rows))
+                epoch, added, deleted = counts
+                fresh = _Cached(epoch, added, deleted, rows[-1][0] if rows else 0, FrozenKeys(row[1] for row in rows))
+        if fresh is None:  # no key was ever added under this name (its table may not exist yet)
+            return list_keys(name)
         with self._lock:
             self._cached[name] = fresh
         return fresh.keys

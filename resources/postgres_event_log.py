@@ -72,4 +72,3 @@ class CompactCheckPlansPostgresEventLogStorage(KeptOpenConnectionMixin, PresentS
 
 _ADD_KEYS = db.text("INSERT INTO dynamic_partitions (partitions_def_name, partition) "
                     "SELECT :name, unnest(CAST(:keys AS text[])) ON CONFLICT DO NOTHING")
-

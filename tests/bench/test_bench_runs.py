@@ -53,7 +53,7 @@ def test_the_partitions_tab_query_is_the_one_the_installed_ui_sends():
     """bench/scale.py times the Partitions tab by the UI's own query: the installed dagster-webserver
     bundle must hold it, field for field (a query asking more, or less, would time another page)."""
     def fields(text: str) -> str:
-        return " ".join(text.replace("\\n", " ").split())
+        return " ".join(text.split())
 
     chunks = os.path.join(os.path.dirname(dagster_webserver.__file__), "webapp", "build", "_next", "static", "chunks")
     bundles = [os.path.join(chunks, name) for name in os.listdir(chunks) if name.endswith(".js")]

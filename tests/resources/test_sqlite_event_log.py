@@ -283,14 +283,14 @@ def test_a_checks_planned_rows_name_each_id_and_hold_the_event_without_its_keys(
 
 def asset_table(instance, keys: list[dg.AssetKey]) -> dict:
     """What the asset table says of each asset: its last materialization (partition, run, and
-    whether it is the latest one stored) and the run last seen."""
+    whether it is the latest one stored, record for record) and the run last seen."""
     out = {}
     for record in instance.get_asset_records(keys):
         entry = record.asset_entry
         last = entry.last_materialization_record
         [latest] = instance.fetch_materializations(entry.asset_key, limit=1).records
         out[entry.asset_key.to_user_string()] = (last.event_log_entry.dagster_event.partition, last.run_id == latest.run_id,
-                                                 last.storage_id == latest.storage_id, entry.last_run_id is not None)
+                                                 last == latest, entry.last_run_id is not None)
     return out
 
 

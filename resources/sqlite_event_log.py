@@ -252,7 +252,7 @@ class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, Sql
             poolclass=StaticPool,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
         )
-        db.event.listen(engine, "connect", _set_synchronous_normal)
+        db.event.listen(engine, "connect", set_synchronous_normal)
         db.event.listen(engine, "invalidate", _end_transaction)
         if shard not in self._initialized_dbs:
             self._initdb(engine)
@@ -370,7 +370,7 @@ def _serialized_record(storage_id: int, serialized_event: str) -> str:
     return f'{{"__class__": "EventLogRecord", "event_log_entry": {serialized_event}, "storage_id": {int(storage_id)}}}'
 
 
-def _set_synchronous_normal(dbapi_connection, _record) -> None:
+def set_synchronous_normal(dbapi_connection, _record) -> None:
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 

@@ -358,13 +358,15 @@ def _unreported(instance: dg.DagsterInstance, asset: str, versions: Mapping[str,
 
 def publish_event_output(context, media, outputs: Sequence[ItemOutput], ids: Sequence[str],
                           status: Mapping[str, str] | str, force: bool = False,
-                          reasons: Mapping[str, str] | None = None) -> None:
+                          reasons: Mapping[str, str] | None = None, log: bool = True) -> int:
     """One message per output asset and media ID in ``ids``, with its ``status`` (per ID, or
     ``"ping"``: then the message is a ping too, as Klio passes pings downstream) and the output
     it announces (attribute ``asset``); a forced event's outputs announce a forced event, so
     that the jobs downstream recompute too (Klio passes ``force`` on). A ``failed`` or
     ``dropped`` status carries its reason (attribute ``reason``): a location downstream runs
-    nothing for it, and one that asked for the output records why it is not coming."""
+    nothing for it, and one that asked for the output records why it is not coming. Returns how
+    many messages it published, and logs it unless ``log`` is false (the media stream counts
+    them in its progress lines: a line per report was most of its log)."""
     pubsub = context.resources.pubsub
     if not pubsub.output_topic:
         raise dg.Failure(f"media asset '{media.name}' has event_output={media.event_output!r}, but the "
@@ -377,7 +379,9 @@ def publish_event_output(context, media, outputs: Sequence[ItemOutput], ids: Seq
                 for output in outputs for media_id in ids]
     if messages:
         pubsub.publish(pubsub.output_topic, messages)
-    context.log.info(f"'{media.name}': published {len(messages)} event(s) to {pubsub.output_topic}")
+    if log:
+        context.log.info(f"'{media.name}': published {len(messages)} event(s) to {pubsub.output_topic}")
+    return len(messages)
 
 
 def _table(rows: list[dict], columns: list[str]) -> dg.TableMetadataValue:

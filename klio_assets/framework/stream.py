@@ -371,8 +371,9 @@ class MediaStream:
                     if result.reason:
                         reasons[event.media_id] = result.reason
                 if statuses:
-                    publish_event_output(self.context, media, media.outputs, list(statuses), statuses, force=force,
-                                         reasons=reasons or None)
+                    self.counts["event output"] += publish_event_output(
+                        self.context, media, media.outputs, list(statuses), statuses, force=force,
+                        reasons=reasons or None, log=False)
 
     def _ping(self, message, event: MediaEvent) -> None:
         tasks = tasks_for_event(self.tasks, event.recipients, False)
@@ -406,6 +407,7 @@ class MediaStream:
         states = ", ".join(f"{self.counts[str(s)]} {s}" for s in ItemStatus)
         self.context.log.info(f"stream: {self.counts['ids']} media IDs done ({states} asset results), "
                               f"{len(self.in_flight)} in flight, {self.counts['bad']} bad events, "
+                              f"{self.counts['event output']} event output messages, "
                               f"up {time.time() - self.started:.0f} s")
 
     def _successor_started(self) -> bool:

@@ -170,7 +170,7 @@ class PubSubResource(dg.ConfigurableResource):
 
     def publish(self, topic: str, messages: Sequence[tuple[bytes, Mapping[str, str]]]) -> list[str]:
         """Publish ``(data, attributes)`` pairs to ``topic``, in as few requests as Pub/Sub takes
-        (1,000 messages or 10 MB each); return the message IDs once all are published.
+        (``publish_requests``); return the message IDs once all are published.
 
         Each request is the generated client's ``publish``, with its retries, made in this thread:
         the client's own ``publish`` batches in a new thread per batch and sends it after 10 ms,
@@ -185,7 +185,8 @@ class PubSubResource(dg.ConfigurableResource):
         return ids
 
 
-MAX_REQUEST_MESSAGES, MAX_REQUEST_BYTES = 1000, 9_000_000  # Pub/Sub's limits per publish: 1,000 and 10 MB
+# Pub/Sub takes 1,000 messages and 10 MB per publish request; the bytes counted here leave room for its framing.
+MAX_REQUEST_MESSAGES, MAX_REQUEST_BYTES = 1000, 9_000_000
 
 
 def publish_requests(messages: Sequence[tuple[bytes, Mapping[str, str]]]):

@@ -120,3 +120,27 @@ def test_a_database_not_at_head_or_made_again_goes_through_dagsters_checks(tmp_p
     with dg.DagsterInstance.get() as instance:
         assert instance.get_runs() == [] and instance.all_instigator_state() == []
         assert dg.materialize([dg.asset(name="a")(lambda: 1)], instance=instance).success
+
+
+def test_a_forked_child_opens_its_own_connections(tmp_path, monkeypatch, connects):
+    import multiprocessing
+
+    project_home(tmp_path / "home", monkeypatch)
+    with dg.DagsterInstance.get() as instance:
+        daemon_like_queries(instance, 1)
+        fork = multiprocessing.get_context("fork")
+        answer = fork.SimpleQueue()
+
+        def child():
+            before = len(connects)
+            daemon_like_queries(instance, 2)
+            answer.put(len([c for c in connects[before:] if c.endswith(("runs.db", "schedules.db"))]))
+
+        process = fork.Process(target=child)
+        process.start()
+        process.join(60)
+        assert process.exitcode == 0
+        assert answer.get() >= 2  # its own, one per database at least, not the parent's
+        before = len(connects)
+        daemon_like_queries(instance, 2)
+        assert [c for c in connects[before:] if c.endswith(("runs.db", "schedules.db"))] == []  # the parent's still work

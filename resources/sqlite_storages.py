@@ -35,7 +35,9 @@ from dagster._core.storage.sqlite import create_db_conn_string
 
 from resources.sqlite_event_log import set_synchronous_normal
 
-POOL_SIZE = 2  # threads of the daemon query at once; more connections open on demand and close
+# Connections kept per process; a thread that finds them all in use opens another, which closes when
+# returned (never waits: the daemon's sensor and backfill threads may all query at once).
+POOL_SIZE = 2
 
 
 class KeptOpenSqliteMixin:
@@ -81,7 +83,7 @@ class KeptOpenSqliteMixin:
     def _engine(self) -> db.engine.Engine:
         if self._kept_engine is None or self._kept_pid != os.getpid():  # a forked child opens its own
             self._kept_engine = db.create_engine(
-                self._conn_string, pool_size=POOL_SIZE,
+                self._conn_string, pool_size=POOL_SIZE, max_overflow=-1,
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False})
             db.event.listen(self._kept_engine, "connect", set_synchronous_normal)
             self._kept_pid = os.getpid()

@@ -144,3 +144,13 @@ def test_a_forked_child_opens_its_own_connections(tmp_path, monkeypatch, connect
         before = len(connects)
         daemon_like_queries(instance, 2)
         assert [c for c in connects[before:] if c.endswith(("runs.db", "schedules.db"))] == []  # the parent's still work
+
+
+def test_many_threads_at_once_never_wait_for_a_connection(tmp_path, monkeypatch):
+    """More queries at once than connections kept (the daemon's threads): each gets one."""
+    import contextlib
+
+    project_home(tmp_path / "home", monkeypatch)
+    with dg.DagsterInstance.get() as instance, contextlib.ExitStack() as held:
+        connections = [held.enter_context(instance.run_storage.connect()) for _ in range(30)]
+        assert [c.execute(db.text("SELECT count(*) FROM runs")).scalar() for c in connections] == [0] * 30

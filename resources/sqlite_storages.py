@@ -49,8 +49,8 @@ class KeptOpenSqliteMixin:
     ALEMBIC_OF: str  # a file of Dagster's storage package, where its Alembic config is found
     _conn_string: str
 
-    def __init__(self, conn_string: str, inst_data=None):
-        super().__init__(conn_string, inst_data)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # Dagster's (conn_string, inst_data)
+        super().__init__(*args, **kwargs)
         self._kept_engine: db.engine.Engine | None = None
         self._kept_pid = os.getpid()
 
@@ -59,7 +59,7 @@ class KeptOpenSqliteMixin:
         return {"base_dir": Field(StringSource, is_required=False)}
 
     @classmethod
-    def from_config_value(cls, inst_data, config_value: dict[str, Any]):
+    def from_config_value(cls, inst_data, config_value: Any):
         base_dir = config_value.get("base_dir")
         if base_dir is None:
             if not os.environ.get("DAGSTER_HOME"):
@@ -73,7 +73,7 @@ class KeptOpenSqliteMixin:
         if os.path.exists(os.path.join(base_dir, f"{cls.DB_NAME}.db")) and _at_head(conn_string, cls.TABLE,
                                                                                      cls.ALEMBIC_OF):
             return cls(conn_string, inst_data)
-        return super().from_local(base_dir, inst_data=inst_data)  # creates, stamps or refuses it
+        return super().from_local(base_dir, inst_data=inst_data)  # type: ignore[misc]  # Dagster's: creates, stamps or refuses it
 
     @contextmanager
     def connect(self):
@@ -93,7 +93,7 @@ class KeptOpenSqliteMixin:
         if self._kept_engine is not None and self._kept_pid == os.getpid():
             self._kept_engine.dispose()
         self._kept_engine = None
-        super().dispose()
+        super().dispose()  # type: ignore[misc]  # Dagster's storage's
 
 
 class KeptOpenSqliteRunStorage(KeptOpenSqliteMixin, SqliteRunStorage):
@@ -129,4 +129,4 @@ def _head_revision(alembic_of: str) -> str:
     """Alembic's head revision for Dagster's storage package (a constant of the installed Dagster;
     finding it loads every migration script)."""
     config = get_alembic_config(sys.modules[alembic_of].__file__)
-    return ScriptDirectory.from_config(config).as_revision_number("head")
+    return str(ScriptDirectory.from_config(config).as_revision_number("head"))

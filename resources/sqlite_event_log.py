@@ -223,9 +223,7 @@ class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, Sql
 
     def __init__(self, base_dir: str | None = None, inst_data=None):
         if base_dir is None:
-            if not os.environ.get("DAGSTER_HOME"):
-                raise ValueError("KeptOpenSqliteEventLogStorage needs `base_dir` in its config or DAGSTER_HOME set")
-            base_dir = os.path.join(os.environ["DAGSTER_HOME"], "history", "runs")
+            base_dir = in_dagster_home(type(self).__name__, "history", "runs")
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._partition_keys = partition_key_cache.shared(os.path.abspath(base_dir))
@@ -289,11 +287,10 @@ class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, Sql
                 SqlEventLogStorageTable.insert().returning(SqlEventLogStorageTable.c.id,
                                                            sort_by_parameter_order=True), rows)
             event_ids = [row[0] for row in inserted]
-            assets = [(e, i) for e, i in zip(events, event_ids, strict=True)
+            assets = [(e, i, row["event"]) for e, i, row in zip(events, event_ids, rows, strict=True)
                       if e.get_dagster_event().event_type in MIRRORED_ASSET_EVENTS]
-            self._store_asset_event_tags(conn, [e for e, _ in assets], [i for _, i in assets])
-            serialized = {i: row["event"] for i, row in zip(event_ids, rows, strict=True)}
-            last_per_asset = {e.get_dagster_event().asset_key: (e, i, serialized[i]) for e, i in assets}
+            self._store_asset_event_tags(conn, [e for e, _, _ in assets], [i for _, i, _ in assets])
+            last_per_asset = {e.get_dagster_event().asset_key: (e, i, serialized) for e, i, serialized in assets}
             self._store_asset_entries(conn, list(last_per_asset.values()))
         for event, event_id in zip(events, event_ids, strict=True):  # these open their own connection
             if event.get_dagster_event().event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
@@ -363,6 +360,13 @@ class _WalAwareWatchdog(SqliteEventLogStorageWatchdog):
 
     def on_modified(self, event) -> None:
         self._process_log()
+
+
+def in_dagster_home(owner: str, *parts: str) -> str:
+    """Where Dagster's default instance keeps a storage's files: ``$DAGSTER_HOME/<parts>``."""
+    if not os.environ.get("DAGSTER_HOME"):
+        raise ValueError(f"{owner} needs `base_dir` in its config or DAGSTER_HOME set")
+    return os.path.join(os.environ["DAGSTER_HOME"], *parts)
 
 
 def _serialized_record(storage_id: int, serialized_event: str) -> str:

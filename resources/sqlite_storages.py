@@ -33,7 +33,7 @@ from dagster._core.storage.schedules import SqliteScheduleStorage
 from dagster._core.storage.sql import get_alembic_config
 from dagster._core.storage.sqlite import create_db_conn_string
 
-from resources.sqlite_event_log import set_synchronous_normal
+from resources.sqlite_event_log import in_dagster_home, set_synchronous_normal
 
 # Connections kept per process; a thread that finds them all in use opens another, which closes when
 # returned (never waits: the daemon's sensor and backfill threads may all query at once).
@@ -46,7 +46,7 @@ class KeptOpenSqliteMixin:
     DB_NAME: str  # the file's name without ".db", as Dagster's class names it
     DEFAULT_DIR: tuple[str, ...]  # where Dagster's default instance keeps it, under DAGSTER_HOME
     TABLE: str  # a table Dagster's ``from_local`` creates
-    ALEMBIC_OF: str  # a file of Dagster's storage package, where its Alembic config is found
+    ALEMBIC_OF: str  # the module of Dagster's storage class, beside which its Alembic config is found
     _conn_string: str
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # Dagster's (conn_string, inst_data)
@@ -62,9 +62,7 @@ class KeptOpenSqliteMixin:
     def from_config_value(cls, inst_data, config_value: Any):
         base_dir = config_value.get("base_dir")
         if base_dir is None:
-            if not os.environ.get("DAGSTER_HOME"):
-                raise ValueError(f"{cls.__name__} needs `base_dir` in its config or DAGSTER_HOME set")
-            base_dir = os.path.join(os.environ["DAGSTER_HOME"], *cls.DEFAULT_DIR)
+            base_dir = in_dagster_home(cls.__name__, *cls.DEFAULT_DIR)
         return cls.from_local(base_dir, inst_data=inst_data)
 
     @classmethod

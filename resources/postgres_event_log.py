@@ -1,13 +1,14 @@
 """The production instance's event log: Dagster's PostgreSQL event log storage, with each
-planned check stored in O(N) bytes for a run of N media IDs instead of O(N^2).
+check planned over a run's N media IDs stored as one row of O(N) bytes, not N rows of O(N).
 
 Dagster writes one PLANNED row per partition for each check a run plans, and each row holds the
 whole planned event with every partition key of the run. At 500 IDs a run that is 17 rows of
 about 7 kB per media ID; PostgreSQL compresses them to 54 kB per ID, more than half of what a
-media ID costs the database (docs/BENCHMARKS.md, "Dagster records per media ID"). This class
-stores the same rows with the event minus its key list, through the SQLite adapter's
-``store_check_plan_per_partition``: it overrides one private method of Dagster's storage, so it
-waits for the same upstream fix (dagster-io/dagster#33231 introduced the per-partition rows).
+media ID costs the database (docs/BENCHMARKS.md, "Dagster records per media ID"), and inserting
+them was a third of the daemon's time while it created a backfill's runs. This class stores one
+row per check and run and reads it back per ID (``resources/check_plans.py``): it overrides
+private methods of Dagster's storage, so it waits for the same upstream fix
+(dagster-io/dagster#33231 introduced the per-partition rows).
 It also lists dynamic partition keys once per change, not once per call
 (``resources/partition_key_cache.py``, which adds a table of key counts and two triggers; without
 the cache, Dagster fetches all 1,000,000 keys over the connection 30 times for each run it
@@ -34,13 +35,14 @@ import sqlalchemy as db
 from dagster_postgres import PostgresEventLogStorage
 
 from resources import dagster_settings, partition_key_cache
+from resources.check_plans import CheckPlansMixin
 from resources.postgres_storages import KeptOpenConnectionMixin
-from resources.sqlite_event_log import PlannedSubsetsMixin, PresentSchemaMixin, store_check_plan_per_partition
+from resources.sqlite_event_log import PlannedSubsetsMixin, PresentSchemaMixin
 
 
-class CompactCheckPlansPostgresEventLogStorage(KeptOpenConnectionMixin, PresentSchemaMixin, PlannedSubsetsMixin,
-                                               PostgresEventLogStorage):
-    """``PostgresEventLogStorage`` whose PLANNED check rows do not repeat the run's key list, whose
+class CompactCheckPlansPostgresEventLogStorage(KeptOpenConnectionMixin, PresentSchemaMixin, CheckPlansMixin,
+                                               PlannedSubsetsMixin, PostgresEventLogStorage):
+    """``PostgresEventLogStorage`` whose checks are planned in one row per run (``CheckPlansMixin``), whose
     planned materializations are one event per asset (``PlannedSubsetsMixin``), whose dynamic
     partition keys are listed once per change (``resources/partition_key_cache.py``), and which
     keeps one connection open per process (``KeptOpenConnectionMixin``)."""
@@ -51,9 +53,6 @@ class CompactCheckPlansPostgresEventLogStorage(KeptOpenConnectionMixin, PresentS
         self._partition_keys = partition_key_cache.shared(self.postgres_url)
         with self.index_transaction() as conn:
             partition_key_cache.install(conn, partition_key_cache.POSTGRES_INSTALL)
-
-    def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
-        store_check_plan_per_partition(self, event, event_id)
 
     def get_dynamic_partitions(self, partitions_def_name: str):
         return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)

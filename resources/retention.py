@@ -11,7 +11,8 @@ run, exactly what Dagster's statuses and lineage read:
 - a planned (or failed) attempt with no materialization after it: Dagster shows Failed from it
   and the run's status, so the run record stays too (a run over partitions plans each asset in
   one event holding its partitions, ``PlannedSubsetsMixin``: kept if the run failed);
-- the check rows that are still the latest of their check and partition, and their events;
+- the check rows that are still the latest of their check and partition, and their events, and
+  a run's plans of a check over its IDs (one row per check, ``resources/check_plans.py``);
 - the run's status changes.
 
 It deletes the rest: step and log events, planned events that a materialization followed,
@@ -19,7 +20,7 @@ superseded materializations and check rows. A run that keeps nothing is deleted 
 first, then the record, so an interrupted pass leaves a run that the next one finds). On
 SQLite, a run's own database (its run page's log) is trimmed to the same events and VACUUMed, or
 removed with the run. A pass is idempotent. The deletions are SQL on Dagster's tables
-(``resources/sqlite_event_log.py``, the project's one module on private API): Dagster has no
+(``resources/sqlite_event_log.py``, on private API): Dagster has no
 API to delete single events.
 
 ``jobs/retention.py`` runs it daily (``KLIO_RETENTION_DAYS``); docs/architecture.md, "Retention".

@@ -30,12 +30,12 @@ keeps (``resources/partition_key_cache.py``): Dagster lists every key of ``media
 asset and per check each time it creates a run, which at 1,000,000 registered IDs took most of
 the 4.8 s of CPU a run took to create.
 
-And it stores a planned check as Dagster does, a PLANNED row per partition, but without
-repeating the run's partition keys in each row (``store_check_plan_per_partition``): Dagster's
-rows grow as N² for a run of N IDs. And a run's planned materializations as one event per asset
-holding the run's partitions, read back per partition (``PlannedSubsetsMixin``), where Dagster
-writes one per asset and partition. ``resources/postgres_event_log.py`` applies those two
-changes and the key cache to Dagster's PostgreSQL storage.
+And it stores a check planned over a run's IDs as one row per run, read back per ID
+(``resources/check_plans.py``), where Dagster writes a row per ID that holds all N keys of the
+run (N² bytes). And a run's planned materializations as one event per asset holding the run's
+partitions, read back per partition (``PlannedSubsetsMixin``), where Dagster writes one per
+asset and partition. ``resources/postgres_event_log.py`` applies those two changes and the key
+cache to Dagster's PostgreSQL storage.
 
 And ``log_asset_events`` lets an op store its own asset events as one batch, as Dagster
 stores the materializations it derives from an op's outputs: the media stream reports a media
@@ -43,8 +43,9 @@ ID's materializations in one write per database instead of one per event.
 
 Used by the local ``dagster.yaml`` (``dagster dev``); production uses PostgreSQL.
 
-This is the project's one module on Dagster's private API (``dagster._core`` storage classes and
-their private methods; ``tests/test_layers.py`` fails on private imports anywhere else). Dagster
+This module is on Dagster's private API (``dagster._core`` storage classes and their private
+methods), as are ``resources/check_plans.py`` and ``resources/sqlite_storages.py``;
+``tests/test_layers.py`` fails on private imports anywhere else. Dagster
 offers no public hook for how its SQLite storage connects, writes batches, checks its schema or
 lists partition keys, and documents SQLite as storage for local development only. What this
 module waits for upstream (checked 2026-11-26):
@@ -55,7 +56,7 @@ module waits for upstream (checked 2026-11-26):
 - dagster-io/dagster#19618 (bulk writes of an op's events) was closed as stale without a hook,
   so ``log_asset_events`` builds the events with Dagster's batch metadata itself;
 - the per-partition PLANNED check rows came with dagster-io/dagster PR #33231 (merged), which
-  writes the whole event into each; no issue upstream asks for smaller rows yet;
+  writes the whole event into each; no issue upstream asks for fewer rows yet;
 - planned events are written synchronously at run creation (#33831), and Failed needs one per
   partition in Dagster's OSS storages; a per-partition failure state (#17836) would end that.
 
@@ -82,7 +83,6 @@ from dagster import DagsterEventType, Field
 from dagster._config import StringSource
 from dagster._core.events import EVENT_TYPE_TO_PIPELINE_RUN_STATUS, DagsterEvent, DagsterEventBatchMetadata
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log.base import PlannedMaterializationInfo
 from dagster._core.storage.event_log.schema import (
     AssetCheckExecutionsTable,
@@ -96,13 +96,13 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorageWatchdog,
 )
 from dagster._time import datetime_from_timestamp
-from dagster_shared.record import replace as record_replace
-from dagster_shared.serdes import deserialize_value, serialize_value
+from dagster_shared.serdes import deserialize_value
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import StaticPool
 from watchdog.observers import Observer
 
 from resources import dagster_settings, partition_key_cache
+from resources.check_plans import RUN_PLAN, CheckPlansMixin
 
 # Run shards are one file per run; a long-lived webserver reads many. Keep the newest few open.
 MAX_OPEN_SHARDS = 16
@@ -217,7 +217,7 @@ class PlannedSubsetsMixin:
         return latest
 
 
-class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, SqliteEventLogStorage):
+class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, CheckPlansMixin, PlannedSubsetsMixin, SqliteEventLogStorage):
     """``SqliteEventLogStorage`` with a persistent connection per shard. ``base_dir`` defaults to
     where Dagster's default SQLite storage keeps event logs, ``$DAGSTER_HOME/history/runs``."""
 
@@ -331,9 +331,6 @@ class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, PlannedSubsetsMixin, Sql
     def get_dynamic_partitions(self, partitions_def_name: str):
         return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)
 
-    def _store_asset_check_evaluation_planned(self, event, event_id) -> None:
-        store_check_plan_per_partition(self, event, event_id)
-
     def watch(self, run_id, cursor, callback) -> None:
         """As the parent, but the watcher also wakes on writes to the WAL file: with connections
         kept open, the main database file changes only at checkpoints."""
@@ -394,47 +391,6 @@ def _end_transaction(dbapi_connection, _record, _exception) -> None:
         pass
 
 
-def store_check_plan_per_partition(storage, event, event_id) -> None:
-    """What a SQL event log storage writes for a check planned over N partitions: as Dagster, a
-    PLANNED row per partition, but each row holds the planned event without its partition subset
-    (the row's ``partition`` column names its partition). Dagster's ``SqlEventLogStorage`` stores
-    the whole event, all N keys of the run, in each of the N rows, and serialises it N times:
-    O(N^2) bytes and time, 123 kB per media ID on SQLite and 54 kB on PostgreSQL (compressed) at
-    500 IDs a run (docs/BENCHMARKS.md). The event itself, with its subset, stays in the event log.
-    Nothing reads a PLANNED row's subset: the UI and the storage read its status, run and step.
-
-    The N rows are one statement with the keys as one parameter (``_PLAN_ROWS``): as N parameter
-    sets, SQLAlchemy processed each row's eight values in Python, 13 ms per check of 500 IDs and a
-    fifth of the daemon's CPU while it created a 100,000-ID backfill's runs (py-spy)."""
-    dagster_event = event.get_dagster_event()
-    planned = dagster_event.event_specific_data
-    per_row = event._replace(dagster_event=dagster_event._replace(
-        event_specific_data=record_replace(planned, partitions_subset=None)))
-    row = dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name,
-               run_id=event.run_id, execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
-               evaluation_event=serialize_value(per_row),
-               evaluation_event_timestamp=storage._event_insert_timestamp(event),
-               evaluation_event_storage_id=event_id)
-    with storage.index_connection() as conn:
-        if planned.partitions_subset is None:
-            conn.execute(AssetCheckExecutionsTable.insert(), [{**row, "partition": None}])
-            return
-        keys = list(planned.partitions_subset.get_partition_keys())
-        dialect = conn.dialect.name
-        conn.execute(_PLAN_ROWS[dialect], {**row, "keys": json.dumps(keys) if dialect == "sqlite" else keys})
-
-
-_PLAN_ROWS_INTO = ("INSERT INTO asset_check_executions (asset_key, check_name, run_id, execution_status, "
-                   "evaluation_event, evaluation_event_timestamp, evaluation_event_storage_id, partition) "
-                   "SELECT :asset_key, :check_name, :run_id, :execution_status, :evaluation_event, "
-                   ":evaluation_event_timestamp, :evaluation_event_storage_id, partition_key FROM {keys}")
-_KEYS_IN_ORDER = {"sqlite": "(SELECT value AS partition_key FROM json_each(:keys) ORDER BY json_each.key)",
-                  "postgresql": "unnest(CAST(:keys AS text[])) WITH ORDINALITY AS k(partition_key, n) ORDER BY n"}
-_PLAN_ROWS = {dialect: db.text(_PLAN_ROWS_INTO.format(keys=keys)).bindparams(
-                  db.bindparam("evaluation_event_timestamp", type_=db.DateTime))  # stored as the column stores it
-              for dialect, keys in _KEYS_IN_ORDER.items()}
-
-
 # What a finished run leaves that Dagster's status and lineage still read (resources/retention.py).
 _KEPT_TYPES_MATERIALIZED = ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION")
 _KEPT_TYPES_ATTEMPTED = ("ASSET_MATERIALIZATION_PLANNED", "ASSET_FAILED_TO_MATERIALIZE")
@@ -461,6 +417,12 @@ def _latest_check_row(c: str) -> str:
     return _none_newer("asset_check_executions", c, f"n.asset_key = {c}.asset_key AND n.check_name = {c}.check_name")
 
 
+def _run_plan(c: str) -> str:
+    """SQL: the check row ``c`` is a run's plan over its partitions (``resources/check_plans.py``),
+    read back per partition: kept with its run."""
+    return f"{c}.partition = '{RUN_PLAN}'"
+
+
 def _kept_event(e: str, run_failed: bool, run_partitioned: bool) -> str:
     """SQL: the event ``e`` of a finished run is still read. It is a run status change, the latest
     materialization or observation of its asset and partition, the latest planned (or failed)
@@ -473,7 +435,8 @@ def _kept_event(e: str, run_failed: bool, run_partitioned: bool) -> str:
     unanswered = _none_newer("event_logs", e, f"{same_asset} AND n.dagster_event_type IN "
                                               f"({e}.dagster_event_type, 'ASSET_MATERIALIZATION')")
     checked = (f"{e}.id IN (SELECT c.evaluation_event_storage_id FROM asset_check_executions c WHERE "
-               f"c.run_id = {e}.run_id AND c.evaluation_event_storage_id IS NOT NULL AND {_latest_check_row('c')})")
+               f"c.run_id = {e}.run_id AND c.evaluation_event_storage_id IS NOT NULL AND "
+               f"({_latest_check_row('c')} OR {_run_plan('c')}))")
     subset = f"{e}.dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED' AND {e}.partition IS NULL"
     if run_partitioned:
         unanswered = f"{unanswered} AND NOT ({subset})"
@@ -505,8 +468,9 @@ def trim_run_events(storage, run_id: str, run_failed: bool = False, run_partitio
     with storage.index_transaction() as conn:
         conn.execute(db.text(f"DELETE FROM asset_event_tags WHERE event_id IN ({doomed})"), params)
         events = conn.execute(db.text(f"DELETE FROM event_logs WHERE id IN ({doomed})"), params).rowcount
-        checks = conn.execute(db.text("DELETE FROM asset_check_executions WHERE run_id = :run_id "
-                                      f"AND NOT {_latest_check_row('asset_check_executions')}"), params).rowcount
+        checks = conn.execute(db.text("DELETE FROM asset_check_executions WHERE run_id = :run_id AND NOT "
+                                      f"({_latest_check_row('asset_check_executions')} OR "
+                                      f"{_run_plan('asset_check_executions')})"), params).rowcount
         kept = conn.execute(db.text("SELECT COUNT(*) FROM event_logs WHERE run_id = :run_id AND "
                                     f"dagster_event_type NOT IN ({_quoted(_RUN_STATUS_TYPES)})"),
                             params).scalar_one()

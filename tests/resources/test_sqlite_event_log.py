@@ -218,69 +218,6 @@ def test_present_tables_and_columns_are_asked_once_absent_ones_every_time(tmp_pa
         assert sorted(r.partition for r in records) == ids
 
 
-@dg.multi_asset(specs=[dg.AssetSpec("z", partitions_def=media, skippable=True)], partitions_def=media,
-                check_specs=[dg.AssetCheckSpec("z_is_fine", asset="z", partitions_def=media)])
-def z_with_checks(context):
-    for key in context.partition_keys:
-        yield dg.AssetMaterialization(asset_key="z", partition=key)
-        if key.endswith("7"):  # as a media run: an evaluation per ID only when it fails
-            yield dg.AssetCheckEvaluation(asset_key=dg.AssetKey("z"), check_name="z_is_fine", partition=key, passed=False)
-    yield dg.AssetCheckResult(asset_key="z", check_name="z_is_fine", passed=False)  # the run's summary
-
-
-def check_rows(home, monkeypatch, ids: list[str]) -> tuple[list[tuple[str, str]], list[int]]:
-    """(partition, status) of each of the check's executions, and the stored size of each PLANNED row."""
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("ids", ids)
-        assert dg.materialize([z_with_checks], instance=instance, tags={
-            RANGE_START_TAG: ids[0], RANGE_END_TAG: ids[-1]}).success
-        records = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(dg.AssetKey("z"), "z_is_fine"), limit=1000)
-        rows = sorted((r.partition or "", r.status.value) for r in records)
-    with sqlite3.connect(home / "history" / "runs" / "index.db") as db:
-        sizes = [n for (n,) in db.execute("SELECT LENGTH(evaluation_event) FROM asset_check_executions "
-                                          "WHERE execution_status = 'PLANNED'")]
-    return rows, sizes
-
-
-@pytest.mark.parametrize("n", [10, 200])
-def test_a_check_planned_over_n_ids_stores_rows_whose_size_does_not_grow_with_n(tmp_path, monkeypatch, n):
-    """Dagster's storage writes a PLANNED row per partition, each holding the whole planned event
-    with all N keys: O(N^2) bytes. Here each row holds the event without the keys; what the
-    check's history says per partition is the same."""
-    ids = [f"id-{i:03d}" for i in range(n)]
-    for name in ("own", "kept-open"):
-        (tmp_path / name).mkdir()
-        write_instance_yaml(tmp_path / name, name)
-    own_rows, own_sizes = check_rows(tmp_path / "own", monkeypatch, ids)
-    kept_rows, kept_sizes = check_rows(tmp_path / "kept-open", monkeypatch, ids)
-    assert kept_rows == own_rows
-    assert ("id-007", "FAILED") in kept_rows and ("id-001", "PLANNED") in kept_rows
-    assert len(kept_sizes) == len(own_sizes) == n - n // 10  # the failed rows hold their evaluation
-    assert min(own_sizes) > n * len(ids[0])  # every key of the run, in each of Dagster's rows
-    assert max(kept_sizes) < 1000
-
-
-def test_a_checks_planned_rows_name_each_id_and_hold_the_event_without_its_keys(home):
-    """Both storages write a check's PLANNED rows of a run in one statement: one row per ID, in
-    the run, with the planned event's time and step, and the event without the run's keys."""
-    ids = [f"id-{i:03d}" for i in range(30)]
-    with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("ids", ids)
-        result = dg.materialize([z_with_checks], instance=instance, tags={RANGE_START_TAG: ids[0], RANGE_END_TAG: ids[-1]})
-        [planned] = [e for e in instance.all_logs(result.run_id)
-                     if e.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED]
-        records = [r for r in instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(dg.AssetKey("z"), "z_is_fine"), limit=100) if r.partition is not None]  # not the run's summary
-    assert sorted((r.partition, r.status.value) for r in records) == [
-        (key, "FAILED" if key.endswith("7") else "PLANNED") for key in ids]
-    for record in (r for r in records if r.status.value == "PLANNED"):
-        assert record.run_id == result.run_id
-        assert record.event.timestamp == planned.timestamp and record.event.step_key == planned.step_key
-        assert record.event.get_dagster_event().event_specific_data.partitions_subset is None
-
-
 def asset_table(instance, keys: list[dg.AssetKey]) -> dict:
     """What the asset table says of each asset: its last materialization (partition, run, and
     whether it is the latest one stored, record for record) and the run last seen."""

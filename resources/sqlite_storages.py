@@ -17,23 +17,19 @@ it. Same files and schema: an instance can switch back to Dagster's classes at a
 the project's ``dagster.yaml``; production's PostgreSQL storages are in ``postgres_storages.py``.
 """
 
-import functools
 import os
-import sys
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as db
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from dagster import Field, StringSource
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
-from dagster._core.storage.sql import get_alembic_config
 from dagster._core.storage.sqlite import create_db_conn_string
 
-from resources.sqlite_event_log import in_dagster_home, set_synchronous_normal
+from resources.sqlite_event_log import alembic_head_revision, in_dagster_home, set_synchronous_normal
 
 # Connections kept per process; a thread that finds them all in use opens another, which closes when
 # returned (never waits: the daemon's sensor and backfill threads may all query at once).
@@ -119,12 +115,4 @@ def _at_head(conn_string: str, table: str, alembic_of: str) -> bool:
             present = db.inspect(conn).has_table(table)
     finally:
         engine.dispose()
-    return present and revision is not None and revision == _head_revision(alembic_of)
-
-
-@functools.cache
-def _head_revision(alembic_of: str) -> str:
-    """Alembic's head revision for Dagster's storage package (a constant of the installed Dagster;
-    finding it loads every migration script)."""
-    config = get_alembic_config(sys.modules[alembic_of].__file__)
-    return str(ScriptDirectory.from_config(config).as_revision_number("head"))
+    return present and revision is not None and revision == alembic_head_revision(alembic_of)

@@ -16,6 +16,7 @@ import yaml
 from resources.dagster_settings import DEFAULTS
 from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
 from resources.sqlite_event_log import KeptOpenSqliteEventLogStorage, log_asset_events
+from tests.resources.test_sqlite_storages import migration_loads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 media = dg.DynamicPartitionsDefinition(name="ids")
@@ -184,6 +185,33 @@ def test_one_planned_event_per_asset_and_failed_partitions_still_show(home):
             dg.AssetKey("y"), ids[35]).run_id == again.run_id
         assert instance.event_log_storage.get_latest_planned_materialization_info(
             dg.AssetKey("y"), ids[5]).run_id == result.run_id
+
+
+def database_schema(path) -> tuple:
+    """What a SQLite database holds besides its rows: tables and indexes as created, its journal
+    mode and its Alembic revision."""
+    with sqlite3.connect(path) as conn:
+        return (sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")),
+                conn.execute("PRAGMA journal_mode").fetchone(), conn.execute("SELECT * FROM alembic_version").fetchall())
+
+
+def test_a_runs_database_is_made_as_dagsters_without_loading_the_migrations(tmp_path, monkeypatch):
+    """The daemon makes a database for each run it creates. Dagster's storage checked each new
+    one's schema revision and stamped it, loading every migration script twice; here a new
+    database gets the same tables, journal mode and stamp directly."""
+    made = {}
+    for name in ("own", "kept-open"):
+        (tmp_path / name).mkdir()
+        write_instance_yaml(tmp_path / name, name)
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / name))
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("ids", ["a", "b"])
+            loads = migration_loads(monkeypatch)
+            run_ids = [dg.materialize([step], instance=instance, partition_key=key).run_id for key in ("a", "b")]
+            made[name] = ([database_schema(tmp_path / name / "history" / "runs" / f"{run_id}.db") for run_id in run_ids],
+                          len(loads))
+    assert made["kept-open"][0] == made["own"][0]
+    assert made["own"][1] >= 4 and made["kept-open"][1] == 0  # Dagster's: two loads per run's database
 
 
 @dg.asset_check(asset="x", partitions_def=media)

@@ -69,22 +69,30 @@ class CheckPlansMixin:
     read back per partition (see the module)."""
 
     def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        row = self.check_plan_row(event, event_id)
+        if row is not None:
+            with self.index_connection() as conn:  # type: ignore[attr-defined]
+                conn.execute(TABLE.insert(), [row])
+
+    def check_plan_row(self, event: EventLogEntry, event_id: int | None, serialized: str | None = None
+                       ) -> dict[str, Any] | None:
+        """The row of ``asset_check_executions`` for the check that ``event`` plans (stored as
+        ``event_id``; ``serialized``: the event's serialised form, when at hand), or None for a
+        plan over no partition."""
         dagster_event = event.get_dagster_event()
         planned = cast(AssetCheckEvaluationPlanned, dagster_event.event_specific_data)
         keys = None if planned.partitions_subset is None else list(planned.partitions_subset.get_partition_keys())
         if keys == []:
-            return
-        stored, partition = event, (RUN_PLAN if keys and len(keys) > 1 else None)
+            return None
+        partition, stored = (RUN_PLAN if keys else None), serialized or serialize_value(event)
         if keys and len(keys) == 1:  # as Dagster's row, but without a copy of the subset
             partition = keys[0]
-            stored = event._replace(dagster_event=dagster_event._replace(
-                event_specific_data=record_replace(planned, partitions_subset=None)))
-        with self.index_connection() as conn:  # type: ignore[attr-defined]
-            conn.execute(TABLE.insert(), [dict(
-                asset_key=planned.asset_key.to_string(), check_name=planned.check_name, partition=partition,
-                run_id=event.run_id, execution_status=PLANNED.value, evaluation_event=serialize_value(stored),
-                evaluation_event_timestamp=self._event_insert_timestamp(event),  # type: ignore[attr-defined]
-                evaluation_event_storage_id=event_id)])
+            stored = serialize_value(event._replace(dagster_event=dagster_event._replace(
+                event_specific_data=record_replace(planned, partitions_subset=None))))
+        return dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name, partition=partition,
+                    run_id=event.run_id, execution_status=PLANNED.value, evaluation_event=stored,
+                    evaluation_event_timestamp=self._event_insert_timestamp(event),  # type: ignore[attr-defined]
+                    evaluation_event_storage_id=event_id)
 
     def get_asset_check_execution_history(self, check_key: AssetCheckKey, limit: int, cursor: int | None = None,
                                           status=None, partition_filter: PartitionKeyFilter | None = None

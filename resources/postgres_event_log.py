@@ -57,6 +57,11 @@ class CompactCheckPlansPostgresEventLogStorage(KeptOpenConnectionMixin, PresentS
     def get_dynamic_partitions(self, partitions_def_name: str):
         return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)
 
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        self._check_partitions_table()
+        with self.index_connection() as conn:
+            return partition_key_cache.has_key(conn, partitions_def_name, partition_key)
+
     def add_dynamic_partitions(self, partitions_def_name: str, partition_keys) -> None:
         """As dagster-postgres adds them (one insert, existing keys skipped), but with the keys
         as one array parameter of a fixed statement, where Dagster's builds a statement with

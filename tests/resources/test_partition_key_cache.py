@@ -144,3 +144,18 @@ def test_dagster_finds_a_range_at_the_end_of_the_cached_keys(home):
         with dg.partition_loading_context(dynamic_partitions_store=instance):
             assert partitions.get_partition_keys_in_range(dg.PartitionKeyRange("k19990", "k19999")) == [
                 f"k{i:05d}" for i in range(19_990, 20_000)]
+
+
+def test_a_key_is_looked_up_as_dagster_looks_it_up(home):
+    """``has_dynamic_partition``, by the driver's cursor: the same answers as Dagster's query, on
+    both storages, for keys added, deleted, of another definition, and with LIKE's wildcards."""
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("ids", ["a", "b_%", "c"])
+        instance.add_dynamic_partitions("other", ["d"])
+        instance.delete_dynamic_partition("ids", "c")
+        storage = instance.event_log_storage
+        parent = next(c for c in type(storage).__mro__ if c.__module__.startswith(("dagster.", "dagster_postgres")))
+        for name, key in [("ids", "a"), ("ids", "b_%"), ("ids", "bx%"), ("ids", "c"), ("ids", "d"), ("other", "d"),
+                          ("none", "a")]:
+            assert storage.has_dynamic_partition(name, key) == parent.has_dynamic_partition(storage, name, key), (name, key)
+        assert [storage.has_dynamic_partition("ids", k) for k in ("a", "b_%", "bx%", "c")] == [True, True, False, False]

@@ -289,3 +289,27 @@ def test_an_ops_asset_events_in_one_batch_leave_the_asset_table_as_one_by_one(tm
         assert instance.get_latest_materialization_event(dg.AssetKey("c")).dagster_event.partition == "p2"
         [observed] = instance.fetch_observations(dg.AssetKey("a"), limit=1).records
         assert observed.partition_key == "p3"
+
+
+def test_processes_that_make_the_same_runs_database_at_once_all_use_it(tmp_path, monkeypatch):
+    """The daemon, a run and the webserver may open a new run's database at the same moment:
+    each either makes it or finds it made, and every event is stored."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    write_instance_yaml(tmp_path, "kept-open")
+    code = ("import sys, time, dagster as dg\n"
+            "with dg.DagsterInstance.get() as instance:\n"
+            "    storage = instance.event_log_storage\n"
+            "    while time.time() < float(sys.argv[1]): pass\n"
+            "    with storage.run_connection('the-run') as conn:\n"
+            "        conn.exec_driver_sql(\"INSERT INTO event_logs (run_id, event, dagster_event_type, timestamp) \"\n"
+            "                             \"VALUES ('the-run', '{}', NULL, CURRENT_TIMESTAMP)\")\n")
+    with dg.DagsterInstance.get():  # the index, made once
+        pass
+    start = time.time() + 8  # all four started and waiting by then
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(start)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+               for _ in range(4)]
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, errors
+    with sqlite3.connect(tmp_path / "history" / "runs" / "the-run.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM event_logs").fetchone() == (4,)
+        assert conn.execute("SELECT COUNT(*) FROM alembic_version").fetchone() == (1,)

@@ -75,7 +75,7 @@ def test_beam_workers_and_the_stores_load_no_dagster():
 # and schedule storages, which resources/sqlite_storages.py extends, are not exported. Generated
 # protobuf code imports what protoc chooses.
 PRIVATE_API_ADAPTERS = (os.path.join("resources", "sqlite_event_log.py"), os.path.join("resources", "sqlite_storages.py"),
-                        os.path.join("resources", "check_plans.py"))
+                        os.path.join("resources", "check_plans.py"), os.path.join("resources", "postgres_event_log.py"))
 GENERATED = {os.path.join("klio_core", "klio_message_pb2.py")}
 THIRD_PARTY = ("dagster", "dagster_", "apache_beam", "google")
 

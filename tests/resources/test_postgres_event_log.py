@@ -8,6 +8,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as db
 
+from resources.dagster_tags import RANGE_END_TAG, RANGE_START_TAG
+from tests.resources.test_check_plans import IDS, z_with_checks
+
 pytestmark = pytest.mark.slow
 
 
@@ -85,3 +88,39 @@ def test_a_present_table_is_asked_once_an_absent_one_every_time(storage):
         assert queries(lambda: storage.has_table("klio_later")) == (True, 0)
     finally:
         db.event.remove(db.engine.Engine, "before_cursor_execute", note)
+
+
+def test_a_runs_planned_events_in_one_transaction_leave_what_one_by_one_leaves(instance, storage):
+    """A new run's planned events, stored as one batch, leave the same rows as stored one by one
+    (dagster-postgres' way): events, each asset's row of the asset table, the checks' rows."""
+    instance.add_dynamic_partitions("ids", IDS)
+    run = dg.materialize([z_with_checks], instance=instance, raise_on_error=False,
+                         tags={RANGE_START_TAG: IDS[0], RANGE_END_TAG: IDS[19]})
+    planned = [e for e in instance.all_logs(run.run_id) if e.dagster_event_type in (
+        dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)]
+    assert len(planned) == 2
+
+    def as_run(run_id: str) -> list[dg.EventLogEntry]:
+        return [dg.EventLogEntry(error_info=e.error_info, level=e.level, user_message=e.user_message, run_id=run_id,
+                                 timestamp=e.timestamp, step_key=e.step_key, job_name=e.job_name,
+                                 dagster_event=e.dagster_event) for e in planned]
+
+    def left_by(run_id: str) -> tuple:
+        with storage.index_connection() as conn:
+            events = conn.execute(db.text(
+                "SELECT dagster_event_type, asset_key, partition, step_key, timestamp FROM event_logs "
+                "WHERE run_id = :run ORDER BY id"), {"run": run_id}).all()
+            assets = conn.execute(db.text(
+                "SELECT asset_key, last_materialization_timestamp FROM asset_keys WHERE last_run_id = :run "
+                "ORDER BY asset_key"), {"run": run_id}).all()
+            checks = conn.execute(db.text(
+                "SELECT asset_key, check_name, partition, execution_status, evaluation_event, evaluation_event_timestamp "
+                "FROM asset_check_executions WHERE run_id = :run ORDER BY id"), {"run": run_id}).all()
+        return events, assets, [c[:4] + (c[4].replace(run_id, "RUN"),) + c[5:] for c in checks]
+
+    for event in as_run("one-by-one"):
+        storage.store_event(event)
+    one_by_one = left_by("one-by-one")
+    storage.store_event_batch(as_run("batched"))
+    assert left_by("batched") == one_by_one
+    assert len(one_by_one[0]) == 2 and len(one_by_one[1]) == 1 and len(one_by_one[2]) == 1

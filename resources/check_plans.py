@@ -44,7 +44,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as db
-from dagster import AssetCheckKey
+from dagster import AssetCheckKey, DagsterEventType
 from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationPlanned
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.events.log import EventLogEntry
@@ -74,6 +74,14 @@ class CheckPlansMixin:
             with self.index_connection() as conn:  # type: ignore[attr-defined]
                 conn.execute(TABLE.insert(), [row])
 
+    def insert_check_plans(self, conn, stored: Sequence[tuple[EventLogEntry, int, str]]) -> None:
+        """Insert on ``conn`` the rows of the checks that a batch's events plan, each event given
+        with its storage ID and its serialised form (events of other types are passed over)."""
+        rows = [self.check_plan_row(event, event_id, serialized) for event, event_id, serialized in stored
+                if event.get_dagster_event().event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED]
+        if any(rows):
+            conn.execute(TABLE.insert(), [row for row in rows if row is not None])
+
     def check_plan_row(self, event: EventLogEntry, event_id: int | None, serialized: str | None = None
                        ) -> dict[str, Any] | None:
         """The row of ``asset_check_executions`` for the check that ``event`` plans (stored as
@@ -84,11 +92,12 @@ class CheckPlansMixin:
         keys = None if planned.partitions_subset is None else list(planned.partitions_subset.get_partition_keys())
         if keys == []:
             return None
-        partition, stored = (RUN_PLAN if keys else None), serialized or serialize_value(event)
+        partition: str | None
         if keys and len(keys) == 1:  # as Dagster's row, but without a copy of the subset
-            partition = keys[0]
-            stored = serialize_value(event._replace(dagster_event=dagster_event._replace(
+            partition, stored = keys[0], serialize_value(event._replace(dagster_event=dagster_event._replace(
                 event_specific_data=record_replace(planned, partitions_subset=None))))
+        else:
+            partition, stored = (RUN_PLAN if keys else None), serialized or serialize_value(event)
         return dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name, partition=partition,
                     run_id=event.run_id, execution_status=PLANNED.value, evaluation_event=stored,
                     evaluation_event_timestamp=self._event_insert_timestamp(event),  # type: ignore[attr-defined]
@@ -170,9 +179,8 @@ class CheckPlansMixin:
                        above: int | None = None) -> Iterator[AssetCheckExecutionRecord]:
         """The check's run plans that hold ``partition``, newest first, as records of that
         partition; only those of row IDs below ``below`` and above ``above``."""
-        escaped = json.dumps(partition)[1:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = db.select(TABLE.c.id, TABLE.c.run_id, TABLE.c.evaluation_event, TABLE.c.create_timestamp).where(
-            *_plan_rows_of(check_key), TABLE.c.evaluation_event.like(f"%{escaped}%", escape="\\"))
+            *_plan_rows_of(check_key), TABLE.c.evaluation_event.like(key_pattern(partition), escape="\\"))
         if below:
             query = query.where(TABLE.c.id < below)
         if above is not None:
@@ -192,6 +200,14 @@ class CheckPlansMixin:
                                                 TABLE.c.check_name == check_key.name, TABLE.c.partition == partition)
         with self.index_connection() as conn:  # type: ignore[attr-defined]
             return {run_id for (run_id,) in conn.execute(query)}
+
+
+def key_pattern(partition: str) -> str:
+    """A LIKE pattern (escape character ``\\``) that a serialised event holding ``partition`` in a
+    partition subset matches: the key as JSON writes it, LIKE's wildcards escaped. A prefilter:
+    each match is read back."""
+    escaped = json.dumps(partition)[1:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def _plan_rows_of(check_key: AssetCheckKey) -> tuple[Any, ...]:

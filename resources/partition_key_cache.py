@@ -182,6 +182,21 @@ class PartitionKeyCache:
                        FrozenKeys([*cached.keys, *(row[1] for row in rows)]))
 
 
+class CachedKeysMixin:
+    """For a SQL event log storage that sets ``_partition_keys`` (its database's ``shared`` cache):
+    keys listed from the cache, and a key looked up by the driver (``has_key``)."""
+
+    _partition_keys: "PartitionKeyCache"
+
+    def get_dynamic_partitions(self, partitions_def_name: str):
+        return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)  # type: ignore[misc]
+
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        self._check_partitions_table()  # type: ignore[attr-defined]
+        with self.index_connection() as conn:  # type: ignore[attr-defined]
+            return has_key(conn, partitions_def_name, partition_key)
+
+
 def has_key(conn, name: str, key: str) -> bool:
     """Whether ``key`` is a key of ``name``: Dagster's query, run with the database driver's own
     cursor. SQLAlchemy built and compiled Dagster's statement for each call: the daemon asks twice

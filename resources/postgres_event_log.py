@@ -33,7 +33,7 @@ from typing import Any
 
 import sqlalchemy as db
 from dagster import DagsterEventType
-from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster_postgres import PostgresEventLogStorage
 
 from resources import dagster_settings, partition_key_cache
@@ -43,7 +43,8 @@ from resources.sqlite_event_log import PlannedSubsetsMixin, PresentSchemaMixin
 
 
 class CompactCheckPlansPostgresEventLogStorage(KeptOpenConnectionMixin, PresentSchemaMixin, CheckPlansMixin,
-                                               PlannedSubsetsMixin, PostgresEventLogStorage):
+                                               PlannedSubsetsMixin, partition_key_cache.CachedKeysMixin,
+                                               PostgresEventLogStorage):
     """``PostgresEventLogStorage`` whose checks are planned in one row per run (``CheckPlansMixin``), whose
     planned materializations are one event per asset (``PlannedSubsetsMixin``), whose dynamic
     partition keys are listed once per change (``resources/partition_key_cache.py``), and which
@@ -72,23 +73,12 @@ class CompactCheckPlansPostgresEventLogStorage(KeptOpenConnectionMixin, PresentS
             inserted = conn.execute(SqlEventLogStorageTable.insert().returning(
                 SqlEventLogStorageTable.c.id, sort_by_parameter_order=True), rows)
             event_ids = [row[0] for row in inserted]
-            stored = list(zip(events, event_ids, rows, strict=True))
-            assets = [(e, i) for e, i, _ in stored if e.get_dagster_event().event_type in _ASSET_EVENTS]
+            assets = [(e, i) for e, i in zip(events, event_ids, strict=True)
+                      if e.get_dagster_event().event_type in _ASSET_EVENTS]
             self._store_asset_event_tags(conn, [e for e, _ in assets], [i for _, i in assets])
             for event, event_id in {e.get_dagster_event().asset_key: (e, i) for e, i in assets}.values():
                 self._store_asset_event(conn, event, event_id)  # each asset's last, as one by one leaves it
-            checks = [self.check_plan_row(e, i, row["event"]) for e, i, row in stored
-                      if e.get_dagster_event().event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED]
-            if any(checks):
-                conn.execute(AssetCheckExecutionsTable.insert(), [row for row in checks if row is not None])
-
-    def get_dynamic_partitions(self, partitions_def_name: str):
-        return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)
-
-    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
-        self._check_partitions_table()
-        with self.index_connection() as conn:
-            return partition_key_cache.has_key(conn, partitions_def_name, partition_key)
+            self.insert_check_plans(conn, [(e, i, row["event"]) for e, i, row in zip(events, event_ids, rows, strict=True)])
 
     def add_dynamic_partitions(self, partitions_def_name: str, partition_keys) -> None:
         """As dagster-postgres adds them (one insert, existing keys skipped), but with the keys

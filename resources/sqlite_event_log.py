@@ -69,7 +69,6 @@ SQLite storage (delete the block) and the instance reads the same files, only sl
 """
 
 import functools
-import json
 import os
 import sqlite3
 import sys
@@ -109,7 +108,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from watchdog.observers import Observer
 
 from resources import dagster_settings, partition_key_cache
-from resources.check_plans import RUN_PLAN, CheckPlansMixin
+from resources.check_plans import RUN_PLAN, CheckPlansMixin, key_pattern
 
 # Run shards are one file per run; a long-lived webserver reads many. Keep the newest few open.
 MAX_OPEN_SHARDS = 16
@@ -181,10 +180,8 @@ class PlannedSubsetsMixin:
         info = super().get_latest_planned_materialization_info(asset_key, partition)  # type: ignore[misc]
         if partition is None:  # the latest planned event of any kind: Dagster's own answer
             return info
-        # a prefilter (each match is read back): the key as JSON writes it, with LIKE's wildcards escaped
-        escaped = json.dumps(partition)[1:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        for storage_id, run_id, keys in self._planned_subsets(asset_key, None, newest_first=True, like=pattern):
+        for storage_id, run_id, keys in self._planned_subsets(asset_key, None, newest_first=True,
+                                                              like=key_pattern(partition)):
             if info is not None and info.storage_id > storage_id:
                 break
             if partition in keys:
@@ -224,7 +221,8 @@ class PlannedSubsetsMixin:
         return latest
 
 
-class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, CheckPlansMixin, PlannedSubsetsMixin, SqliteEventLogStorage):
+class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, CheckPlansMixin, PlannedSubsetsMixin,
+                                     partition_key_cache.CachedKeysMixin, SqliteEventLogStorage):
     """``SqliteEventLogStorage`` with a persistent connection per shard. ``base_dir`` defaults to
     where Dagster's default SQLite storage keeps event logs, ``$DAGSTER_HOME/history/runs``."""
 
@@ -336,10 +334,7 @@ class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, CheckPlansMixin, Planned
             self._store_asset_event_tags(conn, [e for e, _, _ in assets], [i for _, i, _ in assets])
             last_per_asset = {e.get_dagster_event().asset_key: (e, i, serialized) for e, i, serialized in assets}
             self._store_asset_entries(conn, list(last_per_asset.values()))
-            checks = [self.check_plan_row(e, i, row["event"]) for e, i, row in zip(events, event_ids, rows, strict=True)
-                      if e.get_dagster_event().event_type == DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED]
-            if any(checks):
-                conn.execute(AssetCheckExecutionsTable.insert(), [row for row in checks if row is not None])
+            self.insert_check_plans(conn, [(e, i, row["event"]) for e, i, row in zip(events, event_ids, rows, strict=True)])
 
     def store_event(self, event: EventLogEntry) -> None:
         """An asset event alone, as a batch of one: Dagster stores a batch of one by this method,
@@ -370,14 +365,6 @@ class KeptOpenSqliteEventLogStorage(PresentSchemaMixin, CheckPlansMixin, Planned
                 by_columns.setdefault(tuple(sorted(values)), []).append({"asset_key": asset_key.to_string(), **values})
         for columns, rows in by_columns.items():
             conn.execute(_asset_upsert(columns), rows)
-
-    def get_dynamic_partitions(self, partitions_def_name: str):
-        return self._partition_keys.keys(self, partitions_def_name, super().get_dynamic_partitions)
-
-    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
-        self._check_partitions_table()
-        with self.index_connection() as conn:
-            return partition_key_cache.has_key(conn, partitions_def_name, partition_key)
 
     def watch(self, run_id, cursor, callback) -> None:
         """As the parent, but the watcher also wakes on writes to the WAL file: with connections
